@@ -1,0 +1,136 @@
+"""The completion interface: fill the token slots of missing modalities.
+
+Every method (zero, mean, bank, knn, official-average, moe-retriever, ...) is one subclass of
+:class:`Completion` registered under a name, created with :func:`create_completion`.
+
+``complete(tokens, observed, context)`` takes
+
+* ``tokens``: (B, M, P, D) encoder outputs; slots of unobserved modalities hold anything
+  (the model passes zeros) and must be replaced;
+* ``observed``: (B, M) bool;
+* ``context``: :class:`CompletionContext` with what a method may use: a way to encode raw
+  inputs of a modality, the TRAINING pool (never validation or test samples) and stable
+  per-sample keys for deterministic evaluation draws;
+
+and returns :class:`CompletionOutput` with the completed tokens (observed slots unchanged),
+an auxiliary loss (a scalar tensor, zero where the method has none) that the caller adds to
+the objective, and an ``info`` dict (routing statistics and the like) for inspection.
+Methods keep no per-step state: losses and statistics travel in the output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class TrainingPool:
+    """Raw (preprocessed, NaN-free) inputs of the TRAINING split, on the model's device.
+
+    ``x[m]`` is (N_train, F_m) with zeros in rows where modality m is unobserved;
+    ``observed`` is (N_train, M) bool. Built once per fit; never holds evaluation samples.
+    """
+
+    modalities: list[str]
+    x: dict[str, Tensor]
+    observed: Tensor
+
+    @property
+    def n(self) -> int:
+        return int(self.observed.shape[0])
+
+    def to(self, device: torch.device | str) -> TrainingPool:
+        return TrainingPool(
+            self.modalities,
+            {m: v.to(device) for m, v in self.x.items()},
+            self.observed.to(device),
+        )
+
+
+@dataclass
+class CompletionContext:
+    """What a completion method may use besides the batch's own tokens."""
+
+    # encode(modality_name, raw inputs (n, F_m)) -> tokens (n, P, D), with the model's encoder
+    encode: Callable[[str, Tensor], Tensor] | None = None
+    pool: TrainingPool | None = None
+    # (B,) int64 keys stable per sample (derived from sample ids) for deterministic draws
+    sample_keys: Tensor | None = None
+    training: bool = False
+    modalities: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompletionOutput:
+    tokens: Tensor
+    aux_loss: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Completion(nn.Module):
+    """Base class; subclasses set ``name`` and implement :meth:`complete`."""
+
+    name: ClassVar[str] = ""
+    #: whether the method needs ``context.pool`` (the model then keeps the training pool)
+    needs_pool: ClassVar[bool] = False
+    #: whether the method has trainable parameters
+    learns: ClassVar[bool] = False
+
+    def __init__(self, modalities: list[str], n_tokens: int, dim: int) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.n_tokens = n_tokens
+        self.dim = dim
+
+    def complete(
+        self, tokens: Tensor, observed: Tensor, context: CompletionContext
+    ) -> CompletionOutput:
+        raise NotImplementedError
+
+    def forward(
+        self, tokens: Tensor, observed: Tensor, context: CompletionContext
+    ) -> CompletionOutput:
+        return self.complete(tokens, observed, context)
+
+    @staticmethod
+    def keep_observed(completed: Tensor, tokens: Tensor, observed: Tensor) -> Tensor:
+        """Observed slots from ``tokens``, missing ones from ``completed``."""
+        mask = observed[:, :, None, None]
+        return torch.where(mask, tokens, completed)
+
+    @staticmethod
+    def no_loss(ref: Tensor) -> Tensor:
+        return ref.new_zeros(())
+
+
+_REGISTRY: dict[str, type[Completion]] = {}
+
+
+def register_completion(cls: type[Completion]) -> type[Completion]:
+    """Class decorator: make a method available to :func:`create_completion` by its name."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"completion name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_completions() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_completion(
+    name: str, modalities: list[str], n_tokens: int, dim: int, **cfg: Any
+) -> Completion:
+    """The one factory: ``create_completion("moe-retriever", mods, P, D, n_experts=8)``."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown completion method {name!r}; known: {', '.join(list_completions())}"
+        )
+    return _REGISTRY[name](modalities, n_tokens, dim, **cfg)
