@@ -157,7 +157,7 @@ class MultimodalData:
     # ------------------------------------------------------------------ derived views
     def empty_samples(self) -> np.ndarray:
         """Boolean mask of samples with no observed modality."""
-        return ~self.observed.any(axis=1)
+        return np.asarray(~self.observed.any(axis=1), dtype=bool)
 
     def combinations(self) -> list[tuple[tuple[str, ...], int]]:
         """Observed modality combinations with their counts, most frequent first."""

@@ -1,0 +1,73 @@
+"""Built-in datasets, loadable by name with no network: ``miniacc``, ``mfeat``, ``synthetic``.
+
+``load_data(source)`` is what the command line uses: a built-in name, or a folder in the
+layout of :func:`moe_retriever.data.readers.read_folder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from moe_retriever.data.core import MultimodalData
+
+__all__ = ["DEFAULT_DATASET", "list_datasets", "load_data", "load_dataset"]
+
+DEFAULT_DATASET = "miniacc"
+
+
+def _miniacc(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.miniacc import load_miniacc
+
+    return load_miniacc(**kw)
+
+
+def _mfeat(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.mfeat import load_mfeat
+
+    return load_mfeat(**kw)
+
+
+def _synthetic(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.synthetic import make_synthetic
+
+    return make_synthetic(**kw)
+
+
+_LOADERS: dict[str, Callable[..., MultimodalData]] = {
+    "miniacc": _miniacc,
+    "mfeat": _mfeat,
+    "synthetic": _synthetic,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset`."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str, **kwargs: Any) -> MultimodalData:
+    """A built-in dataset by name; keyword arguments go to its loader."""
+    key = str(name).lower()
+    if key not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; built-in datasets: {list_datasets()}")
+    return _LOADERS[key](**kwargs)
+
+
+def load_data(source: str | Path, **kwargs: Any) -> MultimodalData:
+    """A built-in dataset name, or a path to a data folder (see ``read_folder``)."""
+    if isinstance(source, str) and source.lower() in _LOADERS:
+        return load_dataset(source, **kwargs)
+    path = Path(source)
+    if path.is_dir():
+        if kwargs:
+            raise ValueError(f"options {sorted(kwargs)} apply to built-in datasets, not folders")
+        from moe_retriever.data.readers import read_folder
+
+        return read_folder(path)
+    what = "is a file, not a folder" if path.exists() else "was not found"
+    raise ValueError(
+        f"{str(source)!r} is not a built-in dataset ({', '.join(list_datasets())}) and a "
+        f"folder at that path {what}"
+    )

@@ -1,0 +1,35 @@
+"""The data layer: one data model, readers, validation, preprocessing, splits, missingness."""
+
+from moe_retriever.data.core import DataValidationError, MultimodalData, stable_keys
+from moe_retriever.data.missingness import MissingnessReport, simulate_missing
+from moe_retriever.data.preprocessing import Preprocessor
+from moe_retriever.data.readers import (
+    from_anndata,
+    from_arrays,
+    from_mudata,
+    from_pandas,
+    read_folder,
+    write_folder,
+)
+from moe_retriever.data.splits import Split, apply_split, make_split
+from moe_retriever.data.validation import check_predictable, drop_empty
+
+__all__ = [
+    "DataValidationError",
+    "MissingnessReport",
+    "MultimodalData",
+    "Preprocessor",
+    "Split",
+    "apply_split",
+    "check_predictable",
+    "drop_empty",
+    "from_anndata",
+    "from_arrays",
+    "from_mudata",
+    "from_pandas",
+    "make_split",
+    "read_folder",
+    "simulate_missing",
+    "stable_keys",
+    "write_folder",
+]
