@@ -47,6 +47,355 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- train
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train and evaluate a model over seeds into a run folder",
+        description="Train on DATA (a built-in dataset name or a data folder), select the best "
+        "epoch on validation, evaluate on test; one model per seed, metrics as mean ± std.",
+    )
+    p.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="built-in dataset (miniacc, mfeat, synthetic) or data folder; "
+        "optional with --resume (default: the run's own data)",
+    )
+    p.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
+    p.add_argument(
+        "--method",
+        default=None,
+        help="completion method: moe-retriever, zero, official-average, mean, bank, knn "
+        "(default: the config's method, moe-retriever)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="model seeds (default: config, 0 1 2)"
+    )
+    p.add_argument(
+        "--out", default=None, help="run folder (default: runs/<dataset>-<method>, made unique)"
+    )
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue an interrupted run from its last checkpoint (config and split from it)",
+    )
+    p.add_argument("--devices", type=int, default=None, help="processes/devices (default: 1)")
+    p.add_argument(
+        "--strategy", default=None, help="Lightning strategy, e.g. ddp (default: auto)"
+    )
+    p.add_argument(
+        "--accelerator", default=None, help="cpu, gpu or auto (default: config, auto)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. --set train.epochs=10 optim.lr=3e-4",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_train)
+
+
+def _check_method(method: str) -> None:
+    from moe_retriever.completion import list_completions
+
+    if method not in list_completions():
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(list_completions())}")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_retriever.training.config import TrainConfig, apply_overrides
+    from moe_retriever.training.runs import (
+        format_table,
+        is_main_process,
+        read_run,
+        resolve_out,
+        train_run,
+    )
+
+    if args.resume:
+        if args.config or args.overrides or args.method or args.seeds:
+            raise UserError(
+                "--resume continues a run with its saved config; drop --config/--set/--method/"
+                "--seeds (or start a new run with --out)"
+            )
+        info, cfg = read_run(args.resume)
+        if args.data is not None and args.data != info["data"]:
+            raise UserError(
+                f"run {args.resume!r} was trained on {info['data']!r}, not {args.data!r}"
+            )
+        source, out, resume = info["data"], Path(args.resume), True
+    else:
+        if args.data is None:
+            raise UserError("give DATA (a dataset name or a data folder), or --resume RUN_DIR")
+        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+        cfg = apply_overrides(cfg, args.overrides)
+        if args.method:
+            cfg.method = args.method
+        if args.seeds:
+            cfg.seeds = list(args.seeds)
+        source, resume = args.data, False
+    if args.devices is not None:
+        cfg.runtime.devices = args.devices
+    if args.strategy is not None:
+        cfg.runtime.strategy = args.strategy
+    if args.accelerator is not None:
+        cfg.runtime.accelerator = args.accelerator
+    if args.no_progress:
+        cfg.runtime.progress_bar = False
+    cfg.validate()
+    _check_method(cfg.method)
+    from moe_retriever.training.runs import load_run_data
+
+    data = load_run_data(source)
+    if not resume:
+        if args.out and is_main_process() and (Path(args.out) / "config.yaml").exists():
+            raise UserError(
+                f"{args.out!r} already holds a run; use --resume {args.out} to continue it "
+                "or another --out"
+            )
+        out = resolve_out(args.out, Path("runs") / f"{data.name}-{cfg.method}")
+    metrics = train_run(source, cfg, out, resume=resume, data=data)
+    if is_main_process():
+        print()
+        print(format_table({cfg.method: metrics}))
+        print(f"\nrun folder: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of a trained run on its test split or on other labelled data",
+    )
+    p.add_argument("run_dir", help="a run folder written by `train`")
+    p.add_argument(
+        "data",
+        nargs="?",
+        default=None,
+        help="labelled dataset name or folder to evaluate on (default: the run's test split)",
+    )
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from moe_retriever.training.metrics import METRIC_NAMES, format_mean_std
+    from moe_retriever.training.runs import evaluate_run, format_table
+
+    result = evaluate_run(args.run_dir, args.data)
+    name = "test" if args.data is None else Path(str(result["evaluated_on"])).name
+    out = Path(args.run_dir) / f"evaluation_{name}.json"
+    out.write_text(json.dumps(result, indent=2, default=str))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    print(f"{result['method']} on {result['evaluated_on']} (seeds {result['seeds']}):")
+    print(format_table({result["method"]: result}))
+    print("\nper observed combination:")
+    for combo, row in result["per_combination"].items():
+        cells = ", ".join(f"{k} {format_mean_std(row[k])}" for k in METRIC_NAMES)
+        print(f"  {combo} (n={row['n']}): {cells}")
+    print(f"\nwritten: {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- predict
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="class probabilities (and completed embeddings) for new samples",
+        description="Predict DATA with the models of RUN_DIR. Samples may have any non-empty "
+        "subset of modalities. Probabilities are averaged over the run's seeds unless --seed.",
+    )
+    p.add_argument("run_dir", help="a run folder written by `train`")
+    p.add_argument("data", help="dataset name or data folder (labels not needed)")
+    p.add_argument(
+        "--out", default="predictions.csv", help="output CSV (default: predictions.csv)"
+    )
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write completed embeddings (N, M, P, D) to <out>.embeddings.npy "
+        "(from one seed's model: --seed, default the first)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="use only this seed's model (default: all)"
+    )
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from moe_retriever.training.runs import load_run_data, run_models, write_predictions
+
+    models = run_models(args.run_dir, args.seed)
+    data = load_run_data(args.data)
+    probas = [est.predict_proba(data) for est in models.values()]
+    first = next(iter(models.values()))
+    proba = np.mean(probas, axis=0)
+    out = Path(args.out)
+    write_predictions(out, data, proba, first.classes_)
+    print(f"{len(data)} predictions ({len(models)} model(s)) -> {out}")
+    if args.embeddings:
+        emb_path = out.with_name(out.stem + ".embeddings.npy")
+        np.save(emb_path, first.retrieve(data))
+        (out.with_name(out.stem + ".embeddings.json")).write_text(
+            json.dumps(
+                {
+                    "shape": ["samples", "modalities", "tokens", "dim"],
+                    "modalities": first.modalities_,
+                    "ids": [str(i) for i in data.ids],
+                    "seed": next(iter(models)),
+                },
+                indent=2,
+            )
+        )
+        print(f"completed embeddings {tuple(np.load(emb_path, mmap_mode='r').shape)} -> {emb_path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- demo
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="MoE-Retriever vs zero-fill on the embedded miniacc data, 3 seeds, table + plots",
+    )
+    p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from moe_retriever.training.demo import demo_config, run_demo
+
+    cfg = demo_config()
+    if args.no_progress:
+        cfg.runtime.progress_bar = False
+    run_demo(args.out, seeds=args.seeds, config=cfg)
+    return 0
+
+
+# ---------------------------------------------------------------------------- benchmark
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="compare methods over missing rates and seeds (tables, plots, fidelity)",
+        description="Run every METHOD on DATA for every missing rate and seed, on the same "
+        "splits and masks; write results.csv, results.md, results.json and plots to --out.",
+    )
+    p.add_argument("data", help="built-in dataset (miniacc, mfeat, synthetic) or data folder")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["all"],
+        help="methods: completion names (moe-retriever, zero, official-average, mean, bank, "
+        "knn), complete-case, late-fusion, lr-late-fusion, lr-mean-impute, hgb, or the groups "
+        "all, completions, references, anchors (default: all)",
+    )
+    p.add_argument(
+        "--missing-rates",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.3, 0.5],
+        help="added MCAR missing rates; 0 = natural missingness only (default: 0 0.3 0.5)",
+    )
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)"
+    )
+    p.add_argument(
+        "--out", default=None, help="output folder (default: runs/benchmark-<dataset>)"
+    )
+    p.add_argument(
+        "--config", default=None, help="YAML training config of the deep methods (default: "
+        "built-in defaults)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the deep methods' config, e.g. --set train.epochs=20",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and numpy/scikit-learn during the run (default: 1, "
+        "measured fastest on a shared 2-core machine; 0 = leave as is)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    p.set_defaults(func=_cmd_benchmark)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from moe_retriever.benchmark.harness import resolve_methods, run_benchmark
+    from moe_retriever.datasets import load_data
+    from moe_retriever.training.config import TrainConfig, apply_overrides
+
+    methods = resolve_methods(args.methods)  # unknown names fail before any training
+    for r in args.missing_rates:
+        if not 0.0 <= r < 1.0:
+            raise UserError(f"--missing-rates must be in [0, 1), got {r}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    cfg.runtime.progress_bar = False
+    cfg = apply_overrides(cfg, args.overrides)
+    cfg.validate()
+    data = load_data(args.data)
+    out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
+    parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
+    parts += ["--missing-rates", *(f"{r:g}" for r in args.missing_rates)]
+    parts += ["--seeds", *(str(x) for x in args.seeds)]
+    if args.config:
+        parts += ["--config", args.config]
+    if args.overrides:
+        parts += ["--set", *args.overrides]
+    if args.threads != 1:
+        parts += ["--threads", str(args.threads)]
+    parts += ["--out", str(out)]
+    command = " ".join(shlex.quote(x) for x in parts)
+    result = run_benchmark(
+        data,
+        methods,
+        args.missing_rates,
+        args.seeds,
+        cfg,
+        out,
+        log=None if args.quiet else print,
+        command=command,
+        threads=args.threads or None,
+    )
+    print()
+    print(Path(result.paths["md"]).read_text().split("## Accuracy")[0].rstrip())
+    if result.meta["failures"]:
+        print(f"\n{len(result.meta['failures'])} run(s) failed; see results.json (failures)")
+    print(f"\nwall time {result.meta['wall_seconds']:.0f} s; outputs in {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -55,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_demo(sub)
+    _add_benchmark(sub)
     return parser
 
 
@@ -63,7 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, DataValidationError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (
+        UserError,
+        DataValidationError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        KeyError,
+    ) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"moe-retriever: error: {msg}", file=sys.stderr)
         return 2

@@ -1,0 +1,372 @@
+"""Typed training configuration: dataclasses with defaults, YAML files, dotted overrides.
+
+One :class:`TrainConfig` describes a whole run::
+
+    method: moe-retriever        # completion method (a registered name)
+    seeds: [0, 1, 2]             # one model per seed; metrics aggregate to mean ± std
+    model: {...}                 # moe_retriever.model.ModelConfig (tokens, width, encoder, ...)
+    completion: {...}            # keyword options of the completion method (k, n_experts, ...)
+    optim: {optimizer, lr, weight_decay}
+    train: {epochs, warmup_epochs, batch_size, patience, monitor, class_weights, ...}
+    data:  {val_fraction, test_fraction, split_seed, split_file, log1p, standardize, strict}
+    runtime: {accelerator, devices, strategy, precision, deterministic, progress_bar, ...}
+
+The dataclass defaults are the single source of truth (``configs/default.yaml`` is a dump of
+them). ``TrainConfig.from_dict`` / ``from_yaml`` check every key and value type; an unknown
+key or a value of the wrong type raises ``ValueError`` with one line naming the key and the
+valid keys. ``apply_overrides(cfg, ["optim.lr=3e-4", "train.epochs=10"])`` applies command-line
+``--set`` overrides with the same checks (values are parsed as YAML, so ``[0, 1]``, ``true`` and
+``null`` work).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from moe_retriever.model import ModelConfig
+
+#: metrics the best epoch can be chosen on; ``val_loss`` is minimised, the others maximised
+MONITORS: tuple[str, ...] = (
+    "val_loss",
+    "val_accuracy",
+    "val_balanced_accuracy",
+    "val_macro_f1",
+    "val_auroc",
+)
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser settings (Adam as in the reference; AdamW for decoupled weight decay)."""
+
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """Schedule and model selection.
+
+    ``warmup_epochs``: epochs with missing modalities zero-filled and the retriever off
+    (METHOD.md); when ``epochs <= warmup_epochs`` the warm-up is shortened to ``epochs - 1``
+    with a warning, so the last epoch always trains with retrieval on. The best epoch is chosen
+    among post-warm-up epochs on ``monitor``; ``patience`` (post-warm-up epochs without
+    improvement, ``null`` = off) stops early.
+    """
+
+    epochs: int = 30
+    warmup_epochs: int = 5
+    batch_size: int = 16
+    patience: int | None = 10
+    monitor: str = "val_macro_f1"
+    class_weights: Literal["none", "balanced"] = "none"
+    gradient_clip_val: float | None = None
+
+
+@dataclass
+class DataConfig:
+    """Split and preprocessing. The Preprocessor is always fitted on the training split only."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    #: seed of the train/val/test split (shared by all model seeds of a run)
+    split_seed: int = 0
+    #: a split JSON (``Split.save``) to use instead of drawing one
+    split_file: str | None = None
+    #: Preprocessor log1p option: "auto", true/false, or a list of modality names
+    log1p: str | bool | list[str] = "auto"
+    standardize: bool = True
+    #: strict=True: NaNs inside observed rows raise instead of being imputed
+    strict: bool = False
+
+
+@dataclass
+class RuntimeConfig:
+    """Hardware and engine settings passed to ``lightning.Trainer``."""
+
+    accelerator: str = "auto"
+    devices: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    progress_bar: bool = True
+    num_workers: int = 0
+    #: batch size for prediction / evaluation passes
+    eval_batch_size: int = 256
+    #: CPU threads for torch (``torch.set_num_threads``); null keeps torch's default. Small
+    #: models on a busy machine run many times faster with 1 (no thread oversubscription).
+    threads: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data (see the module docstring)."""
+
+    method: str = "moe-retriever"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    completion: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainerConfig = field(default_factory=TrainerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
+        """Build from a nested dict; unknown keys and wrong types raise ``ValueError``."""
+        cfg = _build_dataclass(cls, d or {}, prefix="")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {str(path)!r} not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level")
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def copy(self) -> TrainConfig:
+        return copy.deepcopy(self)
+
+    # ---------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Value checks beyond types; one-line ``ValueError`` naming the key."""
+        t = self.train
+        if t.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
+        if t.warmup_epochs < 0:
+            raise ValueError(f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
+        if t.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1, got {t.batch_size}")
+        if t.patience is not None and t.patience < 1:
+            raise ValueError(f"train.patience must be >= 1 or null, got {t.patience}")
+        if t.monitor not in MONITORS:
+            raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
+        d = self.data
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(d, key)
+            if not 0.0 < v < 1.0:
+                raise ValueError(f"data.{key} must be in (0, 1), got {v}")
+        if d.val_fraction + d.test_fraction >= 1.0:
+            raise ValueError("data.val_fraction + data.test_fraction must be < 1")
+        if self.optim.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if self.runtime.devices < 1:
+            raise ValueError(f"runtime.devices must be >= 1, got {self.runtime.devices}")
+        if self.runtime.threads is not None and self.runtime.threads < 1:
+            raise ValueError(f"runtime.threads must be >= 1 or null, got {self.runtime.threads}")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+
+    def effective_warmup(self) -> int:
+        """Warm-up epochs actually used: at most ``epochs - 1`` (METHOD.md defect 8)."""
+        return max(0, min(self.train.warmup_epochs, self.train.epochs - 1))
+
+    # ---------------------------------------------------------------- overrides
+    def set(self, key: str, value: Any) -> None:
+        """Set a dotted key (``"optim.lr"``) with type checking; raises ``ValueError``."""
+        parts = key.split(".")
+        obj: Any = self
+        path = ""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(obj, dict):
+                if last:
+                    obj[part] = value
+                    return
+                obj = obj.setdefault(part, {})
+                path += part + "."
+                continue
+            names = [f.name for f in dataclasses.fields(obj)]
+            if part not in names:
+                where = f" under {path[:-1]!r}" if path else ""
+                raise ValueError(
+                    f"unknown config key {key!r}; valid keys{where}: {', '.join(names)}"
+                )
+            hints = typing.get_type_hints(type(obj))
+            if last:
+                setattr(obj, part, _coerce(value, hints[part], path + part))
+                return
+            child = getattr(obj, part)
+            if not (dataclasses.is_dataclass(child) or isinstance(child, dict)):
+                raise ValueError(f"config key {path + part!r} is a value, not a section")
+            obj = child
+            path += part + "."
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str] | None) -> TrainConfig:
+    """Apply ``key=value`` strings (values parsed as YAML); returns a validated copy."""
+    out = cfg.copy()
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.set(key, value)
+    out.validate()
+    return out
+
+
+def leaf_keys(cfg: Any = None, prefix: str = "") -> list[str]:
+    """All dotted keys of the config tree (dict-valued sections count as one key)."""
+    cfg = cfg if cfg is not None else TrainConfig()
+    keys: list[str] = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            keys += leaf_keys(v, prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def resolve_key(name: str, cfg: TrainConfig | None = None) -> str:
+    """Turn a short or ``__``-separated name into a dotted key.
+
+    ``"optim__lr"`` -> ``"optim.lr"``; ``"epochs"`` -> ``"train.epochs"`` (a leaf name that
+    is unique in the tree). Used by the estimator's ``**overrides``.
+    """
+    dotted = name.replace("__", ".")
+    keys = leaf_keys(cfg)
+    if dotted in keys or dotted.split(".")[0] == "completion":
+        return dotted
+    matches = [k for k in keys if k.split(".")[-1] == dotted]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ValueError(f"option {name!r} is ambiguous: use one of {matches}")
+    raise ValueError(f"unknown option {name!r}; valid keys: {', '.join(keys)}")
+
+
+# -------------------------------------------------------------------- typed building
+def _build_dataclass(cls: type, d: Any, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"config section {prefix[:-1] or '(top)'!r} must be a mapping")
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        where = f" under {prefix[:-1]!r}" if prefix else ""
+        raise ValueError(
+            f"unknown config key {prefix + str(unknown[0])!r}; valid keys{where}: "
+            f"{', '.join(names)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def _is_instance(value: Any, tp: Any) -> bool:
+    try:
+        return isinstance(value, typing.get_origin(tp) or tp)
+    except TypeError:
+        return False
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` as type ``tp`` or a ``ValueError`` naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build_dataclass(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        # exact type matches first so "auto" stays a str and true stays a bool
+        ordered = sorted(
+            (a for a in args if a is not type(None)),
+            key=lambda a: 0 if _is_instance(value, a) else 1,
+        )
+        for a in ordered:
+            try:
+                return _coerce(value, a, key)
+            except ValueError:
+                continue
+        raise ValueError(f"config key {key!r}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ValueError(f"config key {key!r}: {value!r} is not one of {list(args)}")
+    if origin is list:
+        (item_tp,) = args or (Any,)
+        if isinstance(value, tuple | list):
+            return [_coerce(v, item_tp, key) for v in value]
+        return [_coerce(value, item_tp, key)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ValueError(f"config key {key!r}: {value!r} is not a boolean (true/false)")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise ValueError(f"config key {key!r}: {value!r} is not an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"config key {key!r}: {value!r} is not a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"config key {key!r}: {value!r} is not a string")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ValueError(f"config key {key!r}: {value!r} is not {_type_name(tp)}")
+    return value
+
+
+def default_config_path(name: str = "default") -> Path:
+    """Path of a config shipped with the package (``default``, ``demo``)."""
+    return Path(__file__).resolve().parent.parent / "configs" / f"{name}.yaml"

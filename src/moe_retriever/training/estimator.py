@@ -1,0 +1,487 @@
+"""A scikit-learn-style estimator for notebooks and scripts.
+
+    >>> from moe_retriever.datasets import load_dataset
+    >>> from moe_retriever.data.splits import make_split, apply_split
+    >>> from moe_retriever.training.estimator import MoERetrieverClassifier
+    >>> data = load_dataset("miniacc")
+    >>> train, val, test = apply_split(data, make_split(data, seed=0))
+    >>> clf = MoERetrieverClassifier(epochs=20, seed=0).fit(train, val)
+    >>> proba = clf.predict_proba(test)            # (N, C)
+    >>> tokens = clf.retrieve(test)                # (N, M, P, D) completed embeddings
+    >>> clf.save("model_dir"); clf2 = MoERetrieverClassifier.load("model_dir")
+
+The constructor only stores settings; ``fit`` sets the fitted attributes (ending in ``_``):
+``model_`` (the ``MultimodalClassifier``), ``preprocessor_`` (fitted on ``train`` only),
+``config_`` (the resolved ``TrainConfig``), ``classes_``, ``modalities_``, ``dims_``,
+``history_`` (one dict per epoch), ``best_epoch_``, ``n_dropped_``.
+
+Keyword overrides are config keys: dotted (``**{"optim.lr": 3e-4}``), ``__``-separated
+(``optim__lr=3e-4``) or a leaf name that is unique in the config (``epochs=10``).
+
+Multi-process training (``devices > 1`` with ``strategy="ddp"``) re-launches the running
+script per process, so it works from scripts and the command line, not from notebooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from moe_retriever.data.core import DataValidationError, MultimodalData
+from moe_retriever.data.preprocessing import Preprocessor
+from moe_retriever.data.splits import make_split
+from moe_retriever.data.validation import check_predictable, drop_empty
+from moe_retriever.model import MultimodalClassifier
+from moe_retriever.training.callbacks import (
+    HistoryCSV,
+    KillAfterEpoch,
+    WarmupEarlyStopping,
+    checkpoint_callback,
+)
+from moe_retriever.training.config import TrainConfig, resolve_key
+from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
+from moe_retriever.training.module import ClassifierModule, balanced_class_weights
+
+FORMAT_VERSION = 1
+
+_NOISY_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.pytorch.accelerators.cuda",
+    "lightning.fabric.utilities.seed",
+    "lightning.fabric.utilities.distributed",
+    "lightning.pytorch.utilities.distributed",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's start-up chatter (GPU/TPU availability, seed notices, hints)."""
+    levels = {}
+    for name in _NOISY_LOGGERS:
+        lg = logging.getLogger(name)
+        levels[name] = lg.level
+        lg.setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        for pattern in (
+            ".*does not have many workers.*",
+            ".*smaller than the logging interval.*",
+            ".*sync_dist=True.*",
+            ".*Checkpoint directory.*exists and is not empty.*",
+            ".*isn't any validation data.*",
+            ".*LeafSpec.*",
+        ):
+            warnings.filterwarnings("ignore", pattern)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _say(msg: str) -> None:
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        print(msg, flush=True)
+
+
+def _apply_threads(cfg: TrainConfig) -> None:
+    if cfg.runtime.threads is not None and torch.get_num_threads() != cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+
+
+def _use_cuda(cfg: TrainConfig) -> bool:
+    acc = cfg.runtime.accelerator
+    return acc in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+
+
+class MoERetrieverClassifier:
+    """Multimodal classifier with per-sample missing modalities (see the module docstring).
+
+    Parameters
+    ----------
+    method:
+        completion method: "moe-retriever" (default), "zero", "official-average", "mean",
+        "bank", "knn" (any registered name).
+    config:
+        a :class:`TrainConfig`, a dict of its sections, or a YAML path; ``None`` = defaults.
+    seed:
+        seeds weight init, batch order, dropout and supporting-group draws.
+    **overrides:
+        config keys to override (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        method: str = "moe-retriever",
+        config: TrainConfig | dict[str, Any] | str | Path | None = None,
+        seed: int = 0,
+        **overrides: Any,
+    ) -> None:
+        self.method = method
+        self.config = config
+        self.seed = seed
+        self.overrides = overrides
+
+    # ------------------------------------------------------------------ configuration
+    def resolved_config(self) -> TrainConfig:
+        """The config this estimator trains with: ``config`` + ``method`` + ``overrides``."""
+        if self.config is None:
+            cfg = TrainConfig()
+        elif isinstance(self.config, TrainConfig):
+            cfg = self.config.copy()
+        elif isinstance(self.config, dict):
+            cfg = TrainConfig.from_dict(self.config)
+        else:
+            cfg = TrainConfig.from_yaml(self.config)
+        cfg.method = self.method
+        for name, value in self.overrides.items():
+            cfg.set(resolve_key(name, cfg), value)
+        cfg.seeds = [int(self.seed)]
+        cfg.validate()
+        return cfg
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
+        return f"MoERetrieverClassifier(method={self.method!r}, seed={self.seed}{extra})"
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train: MultimodalData,
+        val: MultimodalData | None = None,
+        *,
+        run_dir: str | Path | None = None,
+        ckpt_path: str | Path | None = None,
+    ) -> MoERetrieverClassifier:
+        """Train on ``train``, select the best epoch on ``val``.
+
+        ``val=None`` carves a stratified, seeded validation part (``data.val_fraction``) out
+        of ``train``. Samples without any observed modality are dropped from training (the
+        count is printed). ``run_dir``: keep checkpoints (``checkpoints/best.ckpt``,
+        ``last.ckpt``) and ``history.csv`` there; otherwise a temporary folder is used.
+        ``ckpt_path``: resume from this Lightning checkpoint (same data, config and seed).
+        """
+        cfg = self.resolved_config()
+        _apply_threads(cfg)
+        if train.y is None:
+            raise DataValidationError(f"training data {train.name!r} has no labels")
+        train, n_dropped = drop_empty(train)
+        if n_dropped:
+            _say(f"dropped {n_dropped} training sample(s) with no observed modality")
+        if train.n_samples == 0:
+            raise DataValidationError("no training samples with an observed modality")
+        if val is None:
+            split = make_split(train, cfg.data.val_fraction, 0.0, seed=self.seed)
+            train, val = train.select_ids(split.train), train.select_ids(split.val)
+            _say(
+                f"no validation data given: using a stratified {len(val)}-sample part of the "
+                f"training data (val_fraction={cfg.data.val_fraction}, seed={self.seed})"
+            )
+        else:
+            val, n_val_dropped = drop_empty(val)
+            if n_val_dropped:
+                _say(f"dropped {n_val_dropped} validation sample(s) with no observed modality")
+        if val.y is None and val.n_samples:
+            raise DataValidationError(f"validation data {val.name!r} has no labels")
+        has_val = val.n_samples > 0
+        if not has_val:
+            _say("validation part is empty: the last epoch's model is kept")
+        if cfg.train.warmup_epochs >= cfg.train.epochs:
+            warnings.warn(
+                f"train.epochs={cfg.train.epochs} <= train.warmup_epochs="
+                f"{cfg.train.warmup_epochs}: warm-up shortened to {cfg.effective_warmup()} "
+                "epoch(s) so that the last epoch trains with retrieval on",
+                UserWarning,
+                stacklevel=2,
+            )
+
+        pre = Preprocessor(
+            log1p=cfg.data.log1p, standardize=cfg.data.standardize, strict=cfg.data.strict
+        ).fit(train)
+        train_t = TensorSet.from_data(pre.transform(train))
+        val_t = TensorSet.from_data(pre.transform(val)) if has_val else None
+
+        with quiet_lightning():
+            L.seed_everything(self.seed, workers=True, verbose=False)
+            model = self._build_model(cfg, train.dims, train.n_classes)
+            model.set_training_pool(train_t.x, train_t.observed)
+            weights = (
+                balanced_class_weights(np.asarray(train.y), train.n_classes)
+                if cfg.train.class_weights == "balanced"
+                else None
+            )
+            module = ClassifierModule(model, cfg, self.seed, weights, list(train.class_names))
+            dm = MultimodalDataModule(
+                train_t,
+                val_t,
+                batch_size=cfg.train.batch_size,
+                seed=self.seed,
+                eval_batch_size=cfg.runtime.eval_batch_size,
+                num_workers=cfg.runtime.num_workers,
+            )
+            tmp = None
+            if run_dir is None:
+                tmp = tempfile.mkdtemp(prefix="moe-retriever-")
+                root = Path(tmp)
+            else:
+                root = Path(run_dir)
+            try:
+                ckpt_cb = checkpoint_callback(root / "checkpoints", has_val)
+                callbacks: list[L.Callback] = [ckpt_cb, HistoryCSV(root / "history.csv")]
+                warmup = cfg.effective_warmup()
+                if cfg.train.patience is not None and has_val:
+                    callbacks.append(WarmupEarlyStopping(warmup, cfg.train.patience))
+                fault = KillAfterEpoch.from_env()
+                if fault is not None:
+                    callbacks.append(fault)
+                trainer = self._trainer(cfg, root, callbacks, has_val)
+                trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+                best = ckpt_cb.best_model_path if has_val else ""
+                best = best or ckpt_cb.last_model_path
+                state = torch.load(best, map_location="cpu", weights_only=False)
+                prefix = "model."
+                model.load_state_dict(
+                    {
+                        k[len(prefix) :]: v
+                        for k, v in state["state_dict"].items()
+                        if k.startswith(prefix)
+                    }
+                )
+                best_epoch = int(state["epoch"])
+            finally:
+                if tmp is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+        model.cpu().eval()
+        self.model_ = model
+        self.preprocessor_ = pre
+        self.config_ = cfg
+        self.classes_ = list(train.class_names)
+        self.modalities_ = list(train.modalities)
+        self.dims_ = dict(train.dims)
+        self.feature_names_ = {m: list(v) for m, v in train.feature_names.items()}
+        self.history_ = [dict(r) for r in module.history]
+        self.best_epoch_ = best_epoch
+        self.n_dropped_ = n_dropped
+        self.pool_size_ = int(train_t.observed.shape[0])
+        self.device_ = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+        return self
+
+    @staticmethod
+    def _build_model(cfg: TrainConfig, dims: dict[str, int], n_classes: int) -> Any:
+        try:
+            return MultimodalClassifier(
+                dims,
+                n_classes,
+                cfg.model,
+                completion=cfg.method,
+                completion_cfg=dict(cfg.completion),
+            )
+        except TypeError as exc:  # unexpected completion option
+            raise ValueError(
+                f"completion options {cfg.completion} for {cfg.method!r}: {exc}"
+            ) from None
+
+    @staticmethod
+    def _trainer(
+        cfg: TrainConfig, root: Path, callbacks: list[L.Callback], has_val: bool
+    ) -> L.Trainer:
+        rt = cfg.runtime
+        deterministic: bool | Literal["warn"] = rt.deterministic
+        if rt.deterministic and _use_cuda(cfg):
+            deterministic = (
+                "warn"  # some CUDA kernels (scatter/index_add) lack a deterministic path
+            )
+        strategy = rt.strategy
+        if strategy in ("ddp", "ddp_spawn"):
+            # warm-up epochs leave the retriever unused and a sparse MoE leaves unchosen
+            # experts without gradient: DDP must look for unused parameters
+            strategy = f"{strategy}_find_unused_parameters_true"
+        return L.Trainer(
+            max_epochs=cfg.train.epochs,
+            accelerator=rt.accelerator,
+            devices=rt.devices,
+            strategy=strategy,
+            precision=rt.precision,  # type: ignore[arg-type]
+            deterministic=deterministic,
+            enable_progress_bar=rt.progress_bar,
+            enable_model_summary=False,
+            logger=False,
+            callbacks=callbacks,
+            default_root_dir=str(root),
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+            gradient_clip_val=cfg.train.gradient_clip_val,
+            use_distributed_sampler=False,
+            limit_val_batches=1.0 if has_val else 0,
+        )
+
+    # ------------------------------------------------------------------ inference
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this MoERetrieverClassifier is not fitted yet; call fit() first")
+
+    def _tensors(self, data: MultimodalData) -> TensorSet:
+        self._check_fitted()
+        if list(data.modalities) != self.modalities_:
+            if set(data.modalities) != set(self.modalities_):
+                raise DataValidationError(
+                    f"data {data.name!r} has modalities {data.modalities}; the model was "
+                    f"trained on {self.modalities_}"
+                )
+            order = [data.modalities.index(m) for m in self.modalities_]
+            data = MultimodalData(
+                modalities=list(self.modalities_),
+                X={m: data.X[m] for m in self.modalities_},
+                observed=data.observed[:, order],
+                y=data.y,
+                ids=data.ids,
+                class_names=list(data.class_names),
+                feature_names={m: data.feature_names[m] for m in self.modalities_},
+                name=data.name,
+                attrs=dict(data.attrs),
+            )
+        check_predictable(data)
+        return TensorSet.from_data(self.preprocessor_.transform(data))
+
+    def _run(self, data: MultimodalData, fn: Callable[[Any, dict[str, Any]], Any]) -> list[Any]:
+        """Apply ``fn(model, batch)`` to unshuffled batches on ``device_``, in eval mode."""
+        tensors = self._tensors(data)
+        _apply_threads(self.config_)
+        if len(tensors) == 0:
+            return []
+        model = self.model_.to(self.device_).eval()
+        results = []
+        with torch.inference_mode():
+            for batch in eval_loader(tensors, self.config_.runtime.eval_batch_size):
+                batch = {
+                    "x": {m: v.to(self.device_) for m, v in batch["x"].items()},
+                    "observed": batch["observed"].to(self.device_),
+                    "keys": batch["keys"].to(self.device_),
+                }
+                results.append(fn(model, batch))
+        return results
+
+    def _forward(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(batch["x"], batch["observed"], sample_keys=batch["keys"], retrieve=True)
+
+    def predict_proba(self, data: MultimodalData) -> np.ndarray:
+        """Class probabilities (N, C); column j is ``classes_[j]``."""
+        parts = self._run(
+            data, lambda m, b: torch.softmax(self._forward(m, b).logits.float(), 1).cpu()
+        )
+        if not parts:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        return torch.cat(parts).numpy()
+
+    def predict(self, data: MultimodalData) -> np.ndarray:
+        """Predicted class codes (N,) (index into ``classes_``)."""
+        return self.predict_proba(data).argmax(axis=1)
+
+    def retrieve(self, data: MultimodalData) -> np.ndarray:
+        """Completed tokens (N, M, P, D) float32: encoder tokens where observed, retrieved ones
+        where missing (what the fusion model sees)."""
+        parts = self._run(data, lambda m, b: self._forward(m, b).tokens.float().cpu())
+        return self._stack(parts)
+
+    def encode(self, data: MultimodalData) -> np.ndarray:
+        """Encoder tokens (N, M, P, D) of observed entries, zeros for missing ones."""
+        parts = self._run(data, lambda m, b: m.encode(b["x"], b["observed"]).float().cpu())
+        return self._stack(parts)
+
+    def _stack(self, parts: list[torch.Tensor]) -> np.ndarray:
+        if not parts:
+            P, D = self.config_.model.n_tokens, self.config_.model.dim
+            return np.zeros((0, len(self.modalities_), P, D), dtype=np.float32)
+        return torch.cat(parts).numpy().astype(np.float32, copy=False)
+
+    def routing_stats(self, data: MultimodalData) -> dict[str, Any]:
+        """Router usage on ``data``: per target modality and observed combination, how many
+        routed tokens there were and how often each candidate was chosen (mean gate weight).
+
+        ``{"usage": {target: {combination: {"tokens", "experts", "mean_weight"}}},
+        "fallback": {reason: count}}``; ``usage`` is empty for methods that do not route.
+        """
+        from moe_retriever.training.routing import merge_routing_info
+
+        self._check_fitted()
+        infos = self._run(data, lambda m, b: self._forward(m, b).info)
+        completion = getattr(self.model_, "completion", None)
+        return merge_routing_info(
+            infos,
+            self.modalities_,
+            getattr(completion, "n_candidates", None),
+            getattr(completion, "n_shared", None),
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write a folder: config.yaml, estimator.json, preprocessor.json, model.pt (weights and
+        the preprocessed training pool the completion method draws from)."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.config_.to_yaml(path / "config.yaml")
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "seed": self.seed,
+            "classes": self.classes_,
+            "modalities": self.modalities_,
+            "dims": self.dims_,
+            "feature_names": self.feature_names_,
+            "pool_size": self.pool_size_,
+            "best_epoch": self.best_epoch_,
+            "n_dropped": self.n_dropped_,
+            "history": self.history_,
+        }
+        (path / "estimator.json").write_text(json.dumps(meta, indent=2, default=float))
+        (path / "preprocessor.json").write_text(json.dumps(self.preprocessor_.to_dict()))
+        # the state dict holds the training pool too (persistent buffers of the model)
+        torch.save(self.model_.state_dict(), path / "model.pt")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> MoERetrieverClassifier:
+        """Restore an estimator written by :meth:`save` (predictions are identical)."""
+        path = Path(path)
+        if not (path / "estimator.json").is_file():
+            raise FileNotFoundError(f"{str(path)!r} holds no saved model (estimator.json missing)")
+        meta = json.loads((path / "estimator.json").read_text())
+        cfg = TrainConfig.from_yaml(path / "config.yaml")
+        est = cls(method=meta["method"], config=cfg, seed=int(meta["seed"]))
+        model = cls._build_model(
+            cfg, {m: int(d) for m, d in meta["dims"].items()}, len(meta["classes"])
+        )
+        n = int(meta["pool_size"])
+        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        model.eval()
+        est.model_ = model
+        est.preprocessor_ = Preprocessor.from_dict(
+            json.loads((path / "preprocessor.json").read_text())
+        )
+        est.config_ = cfg
+        est.classes_ = list(meta["classes"])
+        est.modalities_ = list(meta["modalities"])
+        est.dims_ = {m: int(d) for m, d in meta["dims"].items()}
+        est.feature_names_ = meta.get("feature_names", {})
+        est.history_ = meta.get("history", [])
+        est.best_epoch_ = meta.get("best_epoch")
+        est.n_dropped_ = meta.get("n_dropped", 0)
+        est.pool_size_ = n
+        est.device_ = (
+            torch.device(device) if device else torch.device("cuda" if _use_cuda(cfg) else "cpu")
+        )
+        return est
