@@ -1,0 +1,90 @@
+"""Shared helpers of the benchmark scripts: synthetic data and one training step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from moe_retriever.completion.base import Completion, CompletionContext, CompletionOutput
+from moe_retriever.model import MultimodalClassifier
+
+
+def synthetic(
+    n: int,
+    dims: list[int],
+    missing_rate: float,
+    n_classes: int = 4,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Class-dependent Gaussian features per modality; each (sample, modality) pair missing
+    with probability ``missing_rate`` (MCAR), keeping at least one modality per sample.
+    Unobserved rows are zeros (the model's input convention)."""
+    g = torch.Generator().manual_seed(seed)
+    M = len(dims)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    obs = torch.rand(n, M, generator=g) >= missing_rate
+    empty = ~obs.any(1)
+    obs[empty, torch.randint(0, M, (int(empty.sum()),), generator=g)] = True
+    x = {}
+    for j, d in enumerate(dims):
+        centers = torch.randn(n_classes, d, generator=g)
+        v = centers[y] + 2.0 * torch.randn(n, d, generator=g)
+        x[f"m{j}"] = (v * obs[:, j, None]).to(device)
+    return x, obs.to(device), y.to(device)
+
+
+class LoopCompletion(Completion):
+    """Adapter: the same retriever, called once per missing (sample, modality) pair."""
+
+    name = "loop-adapter"  # not registered
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner.modalities, inner.n_tokens, inner.dim)
+        self.inner = inner
+        self.needs_pool = inner.needs_pool  # type: ignore[misc]
+
+    def complete(
+        self, tokens: torch.Tensor, observed: torch.Tensor, context: CompletionContext
+    ) -> CompletionOutput:
+        return self.inner.complete_loop(tokens, observed, context)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_step(
+    model: MultimodalClassifier,
+    opt: torch.optim.Optimizer,
+    x: dict[str, torch.Tensor],
+    obs: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    device: str,
+    seed: int = 0,
+) -> Callable[[bool], float]:
+    """A closure running one full training step (forward, backward, Adam) on a random batch;
+    returns its wall time in seconds."""
+    g = torch.Generator().manual_seed(seed)
+    n = obs.shape[0]
+
+    def step(retrieve: bool) -> float:
+        idx = torch.randint(0, n, (batch,), generator=g).to(device)
+        xb = {m: v[idx] for m, v in x.items()}
+        sync(device)
+        t0 = time.perf_counter()
+        out = model(xb, obs[idx], idx, retrieve=retrieve)
+        loss = F.cross_entropy(out.logits, y[idx]) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sync(device)
+        return time.perf_counter() - t0
+
+    return step

@@ -1,0 +1,32 @@
+"""``zero``: missing modalities get zero tokens (the warm-up behaviour; the simplest baseline)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from moe_retriever.completion.base import (
+    Completion,
+    CompletionContext,
+    CompletionOutput,
+    register_completion,
+)
+
+
+@register_completion
+class ZeroCompletion(Completion):
+    """Replace every missing slot by zeros; no parameters, no pool."""
+
+    name = "zero"
+
+    def __init__(self, modalities: list[str], n_tokens: int, dim: int, **_: Any) -> None:
+        """Method options meant for other methods (seed, k...) are accepted and ignored."""
+        super().__init__(modalities, n_tokens, dim)
+
+    def complete(
+        self, tokens: Tensor, observed: Tensor, context: CompletionContext
+    ) -> CompletionOutput:
+        completed = self.keep_observed(torch.zeros_like(tokens), tokens, observed)
+        return CompletionOutput(completed, self.no_loss(tokens), {})

@@ -1,0 +1,347 @@
+"""The classifier: encoders -> completion -> fusion transformer -> per-modality pooling -> head.
+
+``MultimodalClassifier`` is a plain ``nn.Module`` usable without our trainer:
+
+>>> model = MultimodalClassifier({"rna": 200, "protein": 50}, n_classes=3, config=ModelConfig())
+>>> model.set_training_pool(train_x, train_observed)      # raw TRAINING inputs, zeros if missing
+>>> out = model(batch_x, batch_observed, sample_keys=keys)  # retrieval on
+>>> loss = F.cross_entropy(out.logits, y) + out.aux_loss    # aux_loss already weighted
+
+Data flow for a batch (B samples, M modalities, P tokens of width D):
+
+1. every modality's encoder maps its observed rows (B_m, F_m) to (B_m, P, D); missing slots are
+   zeros -> tokens (B, M, P, D);
+2. the completion method fills the missing slots (``retrieve=False``: warm-up, they stay zero
+   and the retriever is off);
+3. modality + patch-position embeddings are added and all M * P tokens go through
+   ``fusion_layers`` pre-norm transformer blocks (optionally with a sparse MoE feed-forward);
+4. each modality's P tokens are mean-pooled, the M vectors concatenated, an MLP gives logits.
+
+``aux_loss`` = ``balance_weight`` * (completion's balance loss + fusion MoE balance losses).
+
+Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
+that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
+is used for the modality's own tokens and to encode supporting samples for the retriever.
+Modalities without an entry get the built-in ``config.encoder`` ("patch" or "mlp").
+
+The training pool (preprocessed TRAINING inputs with the observed mask) lives in persistent
+buffers, so a saved ``state_dict`` predicts after ``load_state_dict`` with no other state.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import moe_retriever.completion  # noqa: F401  (registers the built-in methods)
+from moe_retriever.completion.base import (
+    CompletionContext,
+    CompletionOutput,
+    TrainingPool,
+    create_completion,
+)
+from moe_retriever.nn.encoders import build_encoder
+from moe_retriever.nn.transformer import TransformerBlock
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`MultimodalClassifier` (defaults: METHOD.md reference values
+    where the method fixes them: P=16 tokens, D=128, 4 heads)."""
+
+    n_tokens: int = 16  # P: tokens per modality
+    dim: int = 128  # D: token width
+    encoder: str = "patch"  # built-in encoder for modalities without a custom one
+    encoder_hidden: int = 256  # hidden width of the "mlp" encoder
+    n_heads: int = 4
+    fusion_layers: int = 1
+    fusion_moe: bool = False  # sparse MoE feed-forward in the fusion blocks
+    fusion_experts: int = 4
+    fusion_top_k: int = 2
+    ffn_mult: int = 2  # feed-forward hidden width = ffn_mult * dim
+    dropout: float = 0.1
+    head_hidden: int = 128
+    balance_weight: float = 1e-2  # weight of all MoE balance losses in aux_loss
+    noisy_gating: bool = True  # noisy top-k gating in the fusion MoE (training only)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ModelOutput:
+    """``logits`` (B, C); ``aux_loss`` scalar, already weighted: add it to the task loss;
+    ``tokens`` (B, M, P, D) completed tokens fed to fusion; ``info``: routing statistics
+    (``info["completion"]`` from the completion method, ``info["fusion"]`` per MoE block)."""
+
+    logits: Tensor
+    aux_loss: Tensor
+    tokens: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _safe_keys(names: list[str]) -> dict[str, str]:
+    """Module-safe, unique keys for arbitrary modality names ('.' etc. are not allowed)."""
+    keys: dict[str, str] = {}
+    used: set[str] = set()
+    for name in names:
+        base = "m_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+        key, i = base, 1
+        while key in used:
+            key, i = f"{base}_{i}", i + 1
+        used.add(key)
+        keys[name] = key
+    return keys
+
+
+class _PoolBuffers(nn.Module):
+    """Persistent buffers holding the training pool; resized on ``load_state_dict``."""
+
+    def __init__(self, keys: dict[str, str], dims: dict[str, int], n_modalities: int) -> None:
+        super().__init__()
+        for name, key in keys.items():
+            self.register_buffer(key, torch.zeros(0, dims[name]))
+        self.register_buffer("observed", torch.zeros(0, n_modalities, dtype=torch.bool))
+        self.register_load_state_dict_pre_hook(_PoolBuffers._resize)
+
+    @staticmethod
+    def _resize(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        for name, buf in list(module._buffers.items()):
+            src = state_dict.get(prefix + name)
+            if buf is not None and src is not None and src.shape != buf.shape:
+                module._buffers[name] = torch.empty(src.shape, dtype=buf.dtype, device=buf.device)
+
+
+class MultimodalClassifier(nn.Module):
+    """Encoders -> completion (retrieval) -> fusion transformer -> pooled MLP head."""
+
+    def __init__(
+        self,
+        dims: dict[str, int],
+        n_classes: int,
+        config: ModelConfig | None = None,
+        completion: str = "moe-retriever",
+        completion_cfg: dict[str, Any] | None = None,
+        encoders: dict[str, nn.Module] | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or ModelConfig()
+        if len(dims) < 2:
+            raise ValueError(f"need at least 2 modalities, got {list(dims)}")
+        bad = {m: d for m, d in dims.items() if int(d) < 1}
+        if bad:
+            raise ValueError(f"modality feature counts must be >= 1, got {bad}")
+        if n_classes < 2:
+            raise ValueError(f"need at least 2 classes, got n_classes={n_classes}")
+        unknown = sorted(set(encoders or {}) - set(dims))
+        if unknown:
+            raise ValueError(
+                f"custom encoders for unknown modalities {unknown}; known: {list(dims)}"
+            )
+        self.config = config
+        self.modalities = [str(m) for m in dims]
+        self.dims = {str(m): int(d) for m, d in dims.items()}
+        self.n_classes = n_classes
+        self.completion_name = completion
+        self._keys = _safe_keys(self.modalities)
+        M, P, D = len(self.modalities), config.n_tokens, config.dim
+
+        self.encoders = nn.ModuleDict()
+        for m in self.modalities:
+            if encoders and m in encoders:
+                self.encoders[self._keys[m]] = encoders[m]
+            else:
+                self.encoders[self._keys[m]] = build_encoder(
+                    config.encoder,
+                    self.dims[m],
+                    P,
+                    D,
+                    hidden=config.encoder_hidden,
+                    dropout=config.dropout,
+                )
+        self.completion = create_completion(
+            completion, self.modalities, P, D, **(completion_cfg or {})
+        )
+        self.modality_emb = nn.Parameter(torch.randn(M, D) * 0.02)
+        self.position_emb = nn.Parameter(torch.randn(P, D) * 0.02)
+        self.fusion = nn.ModuleList(
+            TransformerBlock(
+                D,
+                config.n_heads,
+                ffn_mult=config.ffn_mult,
+                dropout=config.dropout,
+                moe_experts=config.fusion_experts if config.fusion_moe else 0,
+                moe_top_k=config.fusion_top_k,
+                noisy_gating=config.noisy_gating,
+            )
+            for _ in range(config.fusion_layers)
+        )
+        self.fusion_norm = nn.LayerNorm(D)
+        self.head = nn.Sequential(
+            nn.Linear(M * D, config.head_hidden),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.head_hidden, n_classes),
+        )
+        self.pool = _PoolBuffers(self._keys, self.dims, M)
+        self._pool_cache: TrainingPool | None = None
+
+    # ------------------------------------------------------------------ training pool
+    def set_training_pool(self, x: dict[str, Tensor], observed: Tensor) -> None:
+        """Keep the TRAINING inputs (``x[m]`` (N, F_m), preprocessed) and ``observed`` (N, M)
+        for methods that draw from them. Unobserved rows are zeroed (they may hold NaN);
+        observed rows must be finite. Never pass validation or test samples here."""
+        obs = torch.as_tensor(observed)
+        if obs.dtype != torch.bool or obs.dim() != 2 or obs.shape[1] != len(self.modalities):
+            raise ValueError(
+                f"observed must be a (N, {len(self.modalities)}) bool tensor, got "
+                f"{obs.dtype} {tuple(obs.shape)}"
+            )
+        dev = self.position_emb.device
+        for j, m in enumerate(self.modalities):
+            if m not in x:
+                raise ValueError(f"training pool is missing modality {m!r}")
+            v = torch.as_tensor(x[m], dtype=torch.float32)
+            if v.shape != (obs.shape[0], self.dims[m]):
+                raise ValueError(
+                    f"training pool modality {m!r}: expected shape ({obs.shape[0]}, "
+                    f"{self.dims[m]}), got {tuple(v.shape)}"
+                )
+            v = torch.where(obs[:, j, None].to(v.device), v, torch.zeros_like(v))
+            bad = (~torch.isfinite(v)).any(dim=1).nonzero().squeeze(1)
+            if bad.numel():
+                raise ValueError(
+                    f"training pool modality {m!r}: non-finite values in observed rows "
+                    f"{bad[:5].tolist()} (impute before training)"
+                )
+            self.pool._buffers[self._keys[m]] = v.to(dev)
+        self.pool._buffers["observed"] = obs.to(dev)
+        self._pool_cache = None
+
+    @property
+    def has_training_pool(self) -> bool:
+        return int(self._pool_observed().shape[0]) > 0
+
+    def _pool_observed(self) -> Tensor:
+        obs = self.pool._buffers["observed"]
+        assert obs is not None
+        return obs
+
+    def training_pool(self) -> TrainingPool:
+        """The pool as a :class:`TrainingPool` (one object per buffer set, so methods can cache
+        their per-pool structures)."""
+        obs = self._pool_observed()
+        if self._pool_cache is None or self._pool_cache.observed is not obs:
+            self._pool_cache = TrainingPool(
+                list(self.modalities),
+                {m: getattr(self.pool, self._keys[m]) for m in self.modalities},
+                obs,
+            )
+        return self._pool_cache
+
+    # ------------------------------------------------------------------ encoding
+    def encode_modality(self, modality: str, x: Tensor) -> Tensor:
+        """Tokens (n, P, D) of raw inputs (n, F_m) of one modality, with its encoder."""
+        out = self.encoders[self._keys[modality]](x)
+        P, D = self.config.n_tokens, self.config.dim
+        if out.shape != (x.shape[0], P, D):
+            raise ValueError(
+                f"encoder of modality {modality!r} returned {tuple(out.shape)}, expected "
+                f"({x.shape[0]}, {P}, {D}) = (batch, config.n_tokens, config.dim)"
+            )
+        return out
+
+    def encode(self, x: dict[str, Tensor], observed: Tensor) -> Tensor:
+        """Encoder tokens (B, M, P, D) of the observed entries; zeros in unobserved slots.
+        Only observed rows go through the encoders."""
+        B = observed.shape[0]
+        P, D = self.config.n_tokens, self.config.dim
+        out = []
+        for j, m in enumerate(self.modalities):
+            rows = observed[:, j].nonzero().squeeze(1)
+            t = self.position_emb.new_zeros(B, P, D)
+            if rows.numel():
+                t = t.index_put((rows,), self.encode_modality(m, x[m][rows]))
+            out.append(t)
+        return torch.stack(out, dim=1)
+
+    def _check_batch(self, x: dict[str, Tensor], observed: Tensor) -> None:
+        M = len(self.modalities)
+        if observed.dim() != 2 or observed.shape[1] != M or observed.dtype != torch.bool:
+            raise ValueError(
+                f"observed must be a (B, {M}) bool tensor, got {observed.dtype} "
+                f"{tuple(observed.shape)}"
+            )
+        for m in self.modalities:
+            if m not in x:
+                raise ValueError(f"batch is missing modality {m!r}; expected {self.modalities}")
+            if x[m].shape != (observed.shape[0], self.dims[m]):
+                raise ValueError(
+                    f"modality {m!r}: expected input ({observed.shape[0]}, {self.dims[m]}), "
+                    f"got {tuple(x[m].shape)}"
+                )
+
+    # ------------------------------------------------------------------ forward
+    def complete(
+        self,
+        tokens: Tensor,
+        observed: Tensor,
+        sample_keys: Tensor | None = None,
+        retrieve: bool = True,
+    ) -> CompletionOutput:
+        """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens)."""
+        if not retrieve:
+            return CompletionOutput(tokens, tokens.new_zeros(()), {"retrieve": False})
+        pool = None
+        if self.completion.needs_pool:
+            if not self.has_training_pool:
+                raise ValueError(
+                    f"completion {self.completion_name!r} draws from the training pool: call "
+                    "model.set_training_pool(train_x, train_observed) first"
+                )
+            pool = self.training_pool()
+        ctx = CompletionContext(
+            encode=self.encode_modality,
+            pool=pool,
+            sample_keys=sample_keys,
+            training=self.training,
+            modalities=list(self.modalities),
+        )
+        return self.completion(tokens, observed, ctx)
+
+    def forward(
+        self,
+        x: dict[str, Tensor],
+        observed: Tensor,
+        sample_keys: Tensor | None = None,
+        retrieve: bool = True,
+    ) -> ModelOutput:
+        """Logits for a batch: ``x[m]`` (B, F_m) with zeros in unobserved rows, ``observed``
+        (B, M) bool, ``sample_keys`` (B,) int64 stable per sample (deterministic evaluation
+        draws), ``retrieve=False`` for warm-up (zero tokens, retriever off)."""
+        self._check_batch(x, observed)
+        tokens = self.encode(x, observed)
+        comp = self.complete(tokens, observed, sample_keys, retrieve)
+        completed = comp.tokens
+        B, M, P, D = completed.shape
+        h = completed + self.modality_emb[None, :, None] + self.position_emb[None, None]
+        h = h.reshape(B, M * P, D)
+        aux = comp.aux_loss
+        fusion_info = []
+        for block in self.fusion:
+            res = block(h)
+            h = res.x
+            aux = aux + res.aux_loss
+            if res.routing:
+                fusion_info.append(res.routing)
+        pooled = self.fusion_norm(h).reshape(B, M, P, D).mean(dim=2).reshape(B, M * D)
+        logits = self.head(pooled)
+        info = {"completion": comp.info, "fusion": fusion_info}
+        return ModelOutput(logits, self.config.balance_weight * aux, completed, info)
+
+
+__all__ = ["ModelConfig", "ModelOutput", "MultimodalClassifier"]
