@@ -1,0 +1,451 @@
+"""The benchmark harness: every method on the same splits, masks and seeds.
+
+``run_benchmark(data, methods, missing_rates, seeds, config, out)`` loops over seeds and missing
+rates. For each (rate, seed) it draws ONE split (``make_split(data, seed=seed)``) and, for a
+rate above 0, ONE mask (``simulate_missing(data, rate, seed=seed)``, MCAR on top of the natural
+missingness; rate 0 keeps the natural missingness only), and hands exactly these to every
+method. Each method is fitted on the training part, chooses what it chooses (best epoch,
+regularisation) on the validation part, and predicts the test part; the harness computes the
+metrics from the test labels. Nothing but the test labels' final scoring touches test data.
+
+Per (method, rate, seed) it records the test metrics (``accuracy``, ``balanced_accuracy``,
+``macro_f1``, ``auroc``), the wall time of the fit (``fit_seconds``), for methods with tokens
+the retrieval fidelity on the TEST entries hidden by the simulator (``fidelity_cosine``,
+``fidelity_mse``, also per modality; see :mod:`.fidelity`), and for ``moe-retriever`` the router
+inspection (``router_entropy`` and the usage tables in results.json; see :mod:`.router`).
+
+Methods (``list_methods()``; ``"all"`` = all of them):
+
+* ``completion``: every registered completion method, trained as the deep model
+  (``MoERetrieverClassifier(method=name, config=config, seed=seed)``);
+* ``reference``: ``complete-case`` and ``late-fusion`` (:mod:`.anchors`);
+* ``anchor``: ``lr-late-fusion``, ``lr-mean-impute``, ``hgb`` (:mod:`.anchors`).
+
+Outputs in ``out``: results.csv (raw rows), results.md (mean ± std tables), results.json (rows,
+summary, config, masks, selections, routing, failures), and ``plots/<metric>.png``. The files are
+rewritten after every (rate, seed), so an interrupted run leaves what it finished. A method that
+raises is recorded under ``failures`` (with the message) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moe_retriever.benchmark.anchors import ANCHORS, create_anchor
+from moe_retriever.benchmark.fidelity import token_fidelity
+from moe_retriever.benchmark.plots import plot_all
+from moe_retriever.benchmark.report import TABLE_METRICS, summarize, write_results
+from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.missingness import simulate_missing
+from moe_retriever.data.splits import Split, apply_split, make_split
+
+__all__ = [
+    "BenchmarkResult",
+    "MethodResult",
+    "RunInputs",
+    "benchmark_config",
+    "list_methods",
+    "register_method",
+    "resolve_methods",
+    "run_benchmark",
+]
+
+
+# ---------------------------------------------------------------------------- data carriers
+@dataclass
+class RunInputs:
+    """What one (method, rate, seed) run gets: the same object for every method."""
+
+    train: MultimodalData
+    val: MultimodalData
+    test: MultimodalData  # masked: what the method predicts from
+    test_full: MultimodalData  # the test samples before the simulator hid entries
+    hidden_test: np.ndarray  # (N_test, M) bool: entries hidden by the simulator
+    seed: int
+    rate: float
+    config: Any  # TrainConfig for the deep methods
+
+
+@dataclass
+class MethodResult:
+    proba: np.ndarray
+    fidelity: dict[str, float] | None = None
+    routing: dict[str, Any] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Runner = Callable[[RunInputs], MethodResult]
+
+
+@dataclass
+class _MethodSpec:
+    name: str
+    kind: str  # completion | reference | anchor
+    runner: Runner
+
+
+_METHODS: dict[str, _MethodSpec] = {}
+
+
+def register_method(name: str, kind: str, runner: Runner) -> None:
+    """Add a method to the harness (tests use this to spy on what methods receive)."""
+    _METHODS[name] = _MethodSpec(name, kind, runner)
+
+
+def _fidelity_of(model: Any, inputs: RunInputs) -> dict[str, float] | None:
+    """Fidelity on the hidden test entries, for a model with retrieve/encode."""
+    if not inputs.hidden_test.any():
+        return None
+    completed = np.asarray(model.retrieve(inputs.test))
+    true = np.asarray(model.encode(inputs.test_full))
+    return token_fidelity(completed, true, inputs.hidden_test, inputs.test.modalities)
+
+
+def _deep_runner(method: str) -> Runner:
+    def run(inputs: RunInputs) -> MethodResult:
+        from moe_retriever.training.estimator import MoERetrieverClassifier
+
+        est = MoERetrieverClassifier(method=method, config=inputs.config, seed=inputs.seed)
+        est.fit(inputs.train, inputs.val)
+        proba = np.asarray(est.predict_proba(inputs.test))
+        routing = None
+        if method == "moe-retriever":
+            from moe_retriever.benchmark.router import summarize_routing
+
+            completion = getattr(getattr(est, "model_", None), "completion", None)
+            routing = summarize_routing(
+                est.routing_stats(inputs.test),
+                getattr(completion, "n_candidates", None),
+                getattr(completion, "n_shared", None),
+            )
+        info = {"best_epoch": getattr(est, "best_epoch_", None)}
+        return MethodResult(proba, _fidelity_of(est, inputs), routing, info)
+
+    return run
+
+
+def _anchor_runner(name: str) -> Runner:
+    def run(inputs: RunInputs) -> MethodResult:
+        opts: dict[str, Any] = {}
+        if name == "complete-case":
+            opts["config"] = inputs.config
+        anchor = create_anchor(name, seed=inputs.seed, **opts)
+        anchor.fit(inputs.train, inputs.val)
+        proba = anchor.predict_proba(inputs.test)
+        fid = _fidelity_of(anchor, inputs) if anchor.has_tokens else None
+        info = {"selected": anchor.selected_, "val_scores": anchor.val_scores_}
+        return MethodResult(proba, fid, None, info)
+
+    return run
+
+
+def _builtin_methods() -> None:
+    import moe_retriever.completion  # noqa: F401  (importing registers the methods)
+    from moe_retriever.completion.base import list_completions
+
+    for name in list_completions():
+        if name not in _METHODS:
+            register_method(name, "completion", _deep_runner(name))
+    for name, cls in ANCHORS.items():
+        if name not in _METHODS:
+            register_method(name, cls.kind, _anchor_runner(name))
+
+
+def list_methods(kind: str | None = None) -> list[str]:
+    """Methods known to the harness: completions first, then reference points, then anchors."""
+    _builtin_methods()
+    order = {"completion": 0, "reference": 1, "anchor": 2}
+    specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 3))
+    return [s.name for s in specs if kind is None or s.kind == kind]
+
+
+def resolve_methods(methods: Sequence[str] | str) -> list[str]:
+    """Expand ``all`` / ``completions`` / ``references`` / ``anchors``; check the names."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    groups = {
+        "all": list_methods(),
+        "completions": list_methods("completion"),
+        "references": list_methods("reference"),
+        "anchors": list_methods("anchor"),
+    }
+    out: list[str] = []
+    known = list_methods()
+    for n in names:
+        for x in groups.get(n, [n]):
+            if x not in known:
+                raise ValueError(
+                    f"unknown benchmark method {x!r}; known: {', '.join(known)} "
+                    "(or the groups all, completions, references, anchors)"
+                )
+            if x not in out:
+                out.append(x)
+    return out
+
+
+def benchmark_config(**overrides: Any) -> Any:
+    """The deep methods' training config used by the harness (see docs/DEFAULTS.md).
+
+    The library defaults (``TrainConfig()``) except: no progress bars. ``overrides`` are
+    dotted keys, e.g. ``benchmark_config(**{"train.epochs": 20})``.
+    """
+    from moe_retriever.training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.runtime.progress_bar = False
+    for k, v in overrides.items():
+        cfg.set(k, v)
+    return cfg
+
+
+# ---------------------------------------------------------------------------- the loop
+@dataclass
+class BenchmarkResult:
+    rows: list[dict[str, Any]]
+    meta: dict[str, Any]
+    paths: dict[str, Path]
+
+    @property
+    def summary(self) -> Any:
+        return summarize(self.rows)
+
+
+def _digest(*arrays: Any) -> str:
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(
+            np.ascontiguousarray(np.asarray(a)).tobytes() if not isinstance(a, str) else a.encode()
+        )
+    return h.hexdigest()[:16]
+
+
+def prepare_run(
+    data: MultimodalData, rate: float, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[Split, MultimodalData, dict[str, Any]]:
+    """The split and the (masked) data of one (rate, seed), shared by all methods."""
+    split = make_split(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    if rate > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            masked, report = simulate_missing(data, rate=rate, seed=seed)
+        mask_info = report.to_dict()
+    else:
+        masked, mask_info = data, {"requested_rate": 0.0, "achieved_rate": 0.0}
+    mask_info = {
+        **mask_info,
+        "split_digest": _digest("|".join(split.train), "|".join(split.val), "|".join(split.test)),
+        "mask_digest": _digest(masked.observed),
+        "n_train": len(split.train),
+        "n_val": len(split.val),
+        "n_test": len(split.test),
+        "n_complete_train": int(masked.select_ids(split.train).observed.all(1).sum()),
+    }
+    return split, masked, mask_info
+
+
+def run_benchmark(
+    data: MultimodalData,
+    methods: Sequence[str] | str = "all",
+    missing_rates: Sequence[float] = (0.0, 0.3, 0.5),
+    seeds: Sequence[int] = (0, 1, 2),
+    config: Any = None,
+    out: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+    title: str | None = None,
+    command: str | None = None,
+    threads: int | None = 1,
+) -> BenchmarkResult:
+    """Run ``methods`` x ``missing_rates`` x ``seeds`` on ``data``; write outputs to ``out``.
+
+    ``config``: the deep methods' TrainConfig (default :func:`benchmark_config`); its
+    ``data.val_fraction`` / ``data.test_fraction`` size the splits. Returns the raw rows and
+    the metadata; with ``out`` also writes the files described in the module docstring.
+
+    ``threads``: CPU threads for torch and for the BLAS/OpenMP pools of numpy/scikit-learn
+    while the benchmark runs (restored afterwards); ``None`` leaves them alone. The default 1
+    is measured: on 2 shared cores a miniacc MoE-Retriever fit took 5.7 s with 1 thread and
+    29-34 s with 2, and a HistGradientBoosting fit 0.18 s against 5.7 s (docs/DEFAULTS.md).
+    """
+    if threads is None:
+        return _run_benchmark(data, methods, missing_rates, seeds, config, out, log, title, command)
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        with threadpool_limits(limits=int(threads)):
+            return _run_benchmark(
+                data, methods, missing_rates, seeds, config, out, log, title, command
+            )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_benchmark(
+    data: MultimodalData,
+    methods: Sequence[str] | str,
+    missing_rates: Sequence[float],
+    seeds: Sequence[int],
+    config: Any,
+    out: str | Path | None,
+    log: Callable[[str], None] | None,
+    title: str | None,
+    command: str | None,
+) -> BenchmarkResult:
+    from moe_retriever.training.metrics import classification_metrics
+
+    if data.y is None:
+        raise ValueError(f"benchmark needs labelled data; {data.name!r} has no labels")
+    names = resolve_methods(methods)
+    rates = [float(r) for r in missing_rates]
+    for r in rates:
+        if not 0.0 <= r < 1.0:
+            raise ValueError(f"missing rates must be in [0, 1), got {r}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("give at least one seed")
+    cfg = config if config is not None else benchmark_config()
+    kinds = {n: _METHODS[n].kind for n in names}
+    say = log or (lambda s: None)
+    rows: list[dict[str, Any]] = []
+    meta: dict[str, Any] = {
+        "dataset": data.name,
+        "command": command,
+        "methods": names,
+        "kinds": kinds,
+        "missing_rates": rates,
+        "seeds": seeds,
+        "config": cfg.to_dict() if hasattr(cfg, "to_dict") else cfg,
+        "data": data.describe(),
+        "masks": {},
+        "selections": {},
+        "routing": {},
+        "failures": [],
+    }
+    paths: dict[str, Path] = {}
+    t_all = time.perf_counter()
+    for seed in seeds:
+        for rate in rates:
+            split, masked, mask_info = prepare_run(
+                data, rate, seed, cfg.data.val_fraction, cfg.data.test_fraction
+            )
+            key = f"rate={rate:g}/seed={seed}"
+            meta["masks"][key] = mask_info
+            train, val, test = apply_split(masked, split)
+            test_full = data.select_ids(split.test)
+            inputs = RunInputs(
+                train=train,
+                val=val,
+                test=test,
+                test_full=test_full,
+                hidden_test=test_full.observed & ~test.observed,
+                seed=seed,
+                rate=rate,
+                config=cfg,
+            )
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    res = _METHODS[name].runner(inputs)
+                except Exception as exc:  # recorded, the benchmark goes on
+                    meta["failures"].append(
+                        {
+                            "method": name,
+                            "missing_rate": rate,
+                            "seed": seed,
+                            "error": f"{type(exc).__name__}: {exc}",
+                            "traceback": traceback.format_exc(limit=6),
+                        }
+                    )
+                    say(f"[{key}] {name}: FAILED {type(exc).__name__}: {exc}")
+                    continue
+                seconds = time.perf_counter() - t0
+                metrics: dict[str, float] = dict(
+                    classification_metrics(test.y, res.proba, test.class_names)
+                )
+                metrics["fit_seconds"] = seconds
+                if res.fidelity:
+                    metrics.update(res.fidelity)
+                if res.routing:
+                    metrics["router_entropy"] = float(res.routing.get("entropy", np.nan))
+                    meta["routing"][key] = res.routing
+                if res.info:
+                    meta["selections"].setdefault(name, {})[key] = res.info
+                for metric, value in metrics.items():
+                    rows.append(
+                        {
+                            "dataset": data.name,
+                            "method": name,
+                            "kind": kinds[name],
+                            "missing_rate": rate,
+                            "seed": seed,
+                            "metric": metric,
+                            "value": float(value),
+                        }
+                    )
+                say(
+                    f"[{key}] {name}: macro_f1={metrics['macro_f1']:.3f} "
+                    f"acc={metrics['accuracy']:.3f} auroc={metrics['auroc']:.3f}"
+                    + (
+                        f" fid_cos={metrics['fidelity_cosine']:.3f}"
+                        if "fidelity_cosine" in metrics
+                        else ""
+                    )
+                    + f" ({seconds:.1f} s)"
+                )
+            meta["wall_seconds"] = time.perf_counter() - t_all
+            if out is not None:
+                paths = _write(out, rows, meta, names, rates, title)
+    meta["wall_seconds"] = time.perf_counter() - t_all
+    if out is not None:
+        paths = _write(out, rows, meta, names, rates, title)
+    return BenchmarkResult(rows, meta, paths)
+
+
+def _write(
+    out: str | Path,
+    rows: list[dict[str, Any]],
+    meta: dict[str, Any],
+    names: list[str],
+    rates: list[float],
+    title: str | None,
+) -> dict[str, Path]:
+    from moe_retriever.benchmark.router import routing_markdown
+
+    out = Path(out)
+    notes = [
+        f"dataset `{meta['dataset']}`; seeds {meta['seeds']}; mean ± std over seeds "
+        "(sample std); rate 0 = natural missingness only, other rates = MCAR on top "
+        "(same split and mask for every method at a given rate and seed)",
+        f"wall time so far: {meta.get('wall_seconds', 0.0):.0f} s",
+    ]
+    if meta.get("command"):
+        notes.insert(0, f"command: `{meta['command']}`")
+    if meta["failures"]:
+        notes.append(
+            "FAILED runs: "
+            + "; ".join(
+                f"{f['method']} rate {f['missing_rate']:g} seed {f['seed']}: {f['error']}"
+                for f in meta["failures"]
+            )
+        )
+    paths = write_results(
+        out, rows, meta, title or f"Benchmark on {meta['dataset']}", names, rates, notes
+    )
+    routing_md = routing_markdown(meta["routing"])
+    if routing_md:
+        with open(paths["md"], "a") as fh:
+            fh.write("\n" + routing_md)
+    summary = summarize(rows)
+    plot_all(summary, out / "plots", [*TABLE_METRICS[:-2], "router_entropy"], names)
+    paths["plots"] = out / "plots"
+    return paths

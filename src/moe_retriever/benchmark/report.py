@@ -1,0 +1,203 @@
+"""Benchmark tables: raw rows -> mean ± std summary -> results.csv / results.md / results.json.
+
+The raw table has one row per (method, missing rate, seed, metric) with the columns
+:data:`RESULT_COLUMNS`; everything else (the Markdown tables, the JSON summary, the plots) is
+computed from those rows alone, so the aggregate can always be checked against them.
+Standard deviations are sample standard deviations over seeds (ddof=1; 0 for one seed), NaN
+values (e.g. an undefined AUROC, or fidelity at rate 0 where nothing was hidden) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS: list[str] = [
+    "dataset",
+    "method",
+    "kind",
+    "missing_rate",
+    "seed",
+    "metric",
+    "value",
+]
+
+#: the metrics shown in results.md, in this order (others stay in the CSV/JSON)
+TABLE_METRICS: list[str] = [
+    "macro_f1",
+    "accuracy",
+    "balanced_accuracy",
+    "auroc",
+    "fidelity_cosine",
+    "fidelity_mse",
+    "router_entropy",
+    "fit_seconds",
+]
+
+_METRIC_TITLES = {
+    "macro_f1": "Macro-F1 (test)",
+    "accuracy": "Accuracy (test)",
+    "balanced_accuracy": "Balanced accuracy (test)",
+    "auroc": "AUROC (test; macro one-vs-rest for several classes)",
+    "fidelity_cosine": "Retrieval fidelity: cosine similarity to the true tokens "
+    "(entries hidden by the simulator, test split; higher is better)",
+    "fidelity_mse": "Retrieval fidelity: MSE to the true tokens (lower is better)",
+    "router_entropy": "MoE-Retriever router: normalised entropy of expert usage "
+    "(1 = perfectly balanced over the eligible experts)",
+    "fit_seconds": "Wall time per fit, seconds (training + prediction)",
+}
+
+
+def summarize(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Mean, std and count over seeds per (dataset, method, kind, missing_rate, metric)."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    if df.empty:
+        return pd.DataFrame(
+            columns=["dataset", "method", "kind", "missing_rate", "metric", "mean", "std", "n"]
+        )
+    keys = ["dataset", "method", "kind", "missing_rate", "metric"]
+
+    def agg(values: pd.Series) -> pd.Series:
+        v = values.dropna().to_numpy(dtype=float)
+        if v.size == 0:
+            return pd.Series({"mean": math.nan, "std": math.nan, "n": 0})
+        std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+        return pd.Series({"mean": float(v.mean()), "std": std, "n": int(v.size)})
+
+    out = df.groupby(keys, sort=False)["value"].apply(agg).unstack().reset_index()
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+def _cell(mean: float, std: float, n: int, digits: int) -> str:
+    if n == 0 or math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(
+    summary: pd.DataFrame,
+    metric: str,
+    methods: Sequence[str] | None = None,
+    rates: Sequence[float] | None = None,
+    digits: int = 3,
+    bold_best: bool = True,
+) -> str:
+    """A Markdown table: one row per method, one column per missing rate, ``mean ± std``."""
+    sub = summary[summary["metric"] == metric]
+    if sub.empty:
+        return ""
+    methods = list(methods) if methods is not None else list(dict.fromkeys(sub["method"]))
+    methods = [m for m in methods if m in set(sub["method"])]
+    rates = list(rates) if rates is not None else sorted(set(sub["missing_rate"]))
+    kinds = dict(zip(sub["method"], sub["kind"]))
+    lower_better = metric in ("fidelity_mse", "fit_seconds")
+    best: dict[float, float] = {}
+    for r in rates:
+        vals = sub[(sub["missing_rate"] == r)]["mean"].dropna()
+        if len(vals) and bold_best and metric != "fit_seconds" and metric != "router_entropy":
+            best[r] = float(vals.min() if lower_better else vals.max())
+    header = "| method | kind | " + " | ".join(f"rate {r:g}" for r in rates) + " |"
+    lines = [header, "|" + "---|" * (2 + len(rates))]
+    for m in methods:
+        cells = []
+        for r in rates:
+            hit = sub[(sub["method"] == m) & (sub["missing_rate"] == r)]
+            if hit.empty:
+                cells.append("–")
+                continue
+            mean, std, n = (
+                float(hit["mean"].iloc[0]),
+                float(hit["std"].iloc[0]),
+                int(hit["n"].iloc[0]),
+            )
+            text = _cell(mean, std, n, digits)
+            if r in best and n and not math.isnan(mean) and abs(mean - best[r]) < 1e-12:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {m} | {kinds.get(m, '')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(
+    summary: pd.DataFrame,
+    title: str,
+    methods: Sequence[str] | None = None,
+    rates: Sequence[float] | None = None,
+    metrics: Sequence[str] = TABLE_METRICS,
+    notes: Sequence[str] = (),
+) -> str:
+    """results.md: a section per metric (mean ± std over seeds; best per column in bold)."""
+    parts = [f"# {title}", ""]
+    parts += [f"- {n}" for n in notes]
+    if notes:
+        parts.append("")
+    for metric in metrics:
+        table = markdown_table(
+            summary, metric, methods, rates, digits=1 if metric == "fit_seconds" else 3
+        )
+        if table:
+            parts += [f"## {_METRIC_TITLES.get(metric, metric)}", "", table, ""]
+    return "\n".join(parts)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _nan_to_none(o: Any) -> Any:
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def write_results(
+    out: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    title: str,
+    methods: Sequence[str] | None = None,
+    rates: Sequence[float] | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
+    """Write results.csv (raw rows), results.md (tables) and results.json (all of it).
+
+    ``meta`` (config, masks, routing, failures, ...) goes into results.json next to the raw
+    rows and the summary. NaN becomes ``null`` in JSON. Returns the paths written.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(list(rows), columns=RESULT_COLUMNS)
+    summary = summarize(df)
+    paths = {
+        "csv": out / "results.csv",
+        "md": out / "results.md",
+        "json": out / "results.json",
+    }
+    df.to_csv(paths["csv"], index=False)
+    paths["md"].write_text(results_markdown(summary, title, methods, rates, notes=notes))
+    payload = {
+        **meta,
+        "summary": summary.to_dict(orient="records"),
+        "rows": df.to_dict(orient="records"),
+    }
+    paths["json"].write_text(
+        json.dumps(_nan_to_none(payload), indent=1, default=_json_default, allow_nan=False)
+    )
+    return paths

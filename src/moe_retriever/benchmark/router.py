@@ -1,0 +1,118 @@
+"""Router inspection for MoE-Retriever: which candidates get chosen, and how evenly.
+
+Input: ``MoERetrieverClassifier.routing_stats(data)``, i.e. ``{"usage": {target: {combination:
+{"tokens": n, "experts": {label: count}, "mean_weight": {label: w}}}}, "fallback": {...}}``
+where a label is ``"<modality>#c"`` (a candidate of that modality) or ``"shared#s"``.
+
+Output of :func:`summarize_routing` (JSON-able, stored in results.json under ``routing``):
+
+* ``per_target``: for each target modality, the share of top-k choices that went to each
+  expert (all observed combinations together), the number of routed tokens, and
+  ``entropy``: the entropy of that usage divided by log(number of ELIGIBLE experts), so 1
+  means perfectly balanced over the experts the target may use and 0 means one expert only;
+* ``per_combination``: the same shares and entropy per (target, observed combination);
+* ``entropy``: the token-weighted mean of the per-target entropies (the headline number,
+  ``router_entropy`` in the tables);
+* ``shared_share``: the fraction of choices that went to shared experts;
+* ``fallback``: the supporting-group sampler's fallback counts.
+
+The number of eligible experts is ``n_candidates + n_shared`` when known (labels of the
+eligible experts are then spelled out), else the number of distinct experts seen per target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+
+def _entropy(counts: Mapping[str, float], n_eligible: int) -> float:
+    total = float(sum(counts.values()))
+    if total <= 0 or n_eligible <= 1:
+        return math.nan if total <= 0 else 0.0
+    h = -sum((c / total) * math.log(c / total) for c in counts.values() if c > 0)
+    return h / math.log(n_eligible)
+
+
+def _shares(counts: Mapping[str, float]) -> dict[str, float]:
+    total = float(sum(counts.values()))
+    return {k: (v / total if total else 0.0) for k, v in sorted(counts.items())}
+
+
+def summarize_routing(
+    stats: Mapping[str, Any],
+    n_candidates: int | None = None,
+    n_shared: int | None = None,
+) -> dict[str, Any]:
+    """Shares, entropies and fallbacks from ``routing_stats`` (see the module docstring)."""
+    usage: Mapping[str, Mapping[str, Any]] = stats.get("usage", {}) or {}
+    per_target: dict[str, Any] = {}
+    per_combination: dict[str, Any] = {}
+    weighted, tokens_all, shared_choices, all_choices = 0.0, 0, 0.0, 0.0
+    for target, combos in usage.items():
+        counts: dict[str, float] = {}
+        n_tok = 0
+        for combo, entry in combos.items():
+            c = {str(k): float(v) for k, v in entry.get("experts", {}).items()}
+            n_tok += int(entry.get("tokens", 0))
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0.0) + v
+            n_elig = (
+                (n_candidates + n_shared)
+                if n_candidates is not None and n_shared is not None
+                else max(len(c), 1)
+            )
+            per_combination[f"{target} <- {combo}"] = {
+                "tokens": int(entry.get("tokens", 0)),
+                "shares": _shares(c),
+                "entropy": _entropy(c, n_elig),
+            }
+        n_elig = (
+            (n_candidates + n_shared)
+            if n_candidates is not None and n_shared is not None
+            else max(len(counts), 1)
+        )
+        ent = _entropy(counts, n_elig)
+        per_target[target] = {
+            "tokens": n_tok,
+            "n_eligible": n_elig,
+            "shares": _shares(counts),
+            "entropy": ent,
+        }
+        if not math.isnan(ent):
+            weighted += ent * n_tok
+            tokens_all += n_tok
+        shared_choices += sum(v for k, v in counts.items() if k.startswith("shared"))
+        all_choices += sum(counts.values())
+    return {
+        "entropy": weighted / tokens_all if tokens_all else math.nan,
+        "shared_share": shared_choices / all_choices if all_choices else math.nan,
+        "per_target": per_target,
+        "per_combination": per_combination,
+        "fallback": dict(stats.get("fallback", {}) or {}),
+    }
+
+
+def routing_markdown(routing: Mapping[str, Mapping[str, Any]], top: int = 4) -> str:
+    """A Markdown section: per (rate, seed) and target, entropy and the most used experts."""
+    if not routing:
+        return ""
+    lines = [
+        "## MoE-Retriever router inspection (test split)",
+        "",
+        "Normalised entropy of expert usage over the eligible experts (1 = balanced) and the "
+        f"{top} most chosen experts with their share of top-k choices; full per-combination "
+        "tables in results.json (`routing`).",
+        "",
+        "| run | target | tokens | entropy | top experts |",
+        "|---|---|---|---|---|",
+    ]
+    for key, summary in routing.items():
+        for target, t in summary.get("per_target", {}).items():
+            best = sorted(t["shares"].items(), key=lambda kv: -kv[1])[:top]
+            tops = ", ".join(f"{k} {v:.2f}" for k, v in best)
+            ent = t["entropy"]
+            ent_s = "–" if isinstance(ent, float) and math.isnan(ent) else f"{ent:.3f}"
+            lines.append(f"| {key} | {target} | {t['tokens']} | {ent_s} | {tops} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""``moe-retriever benchmark``: writes the outputs; bad input is one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+
+from moe_retriever.cli import main
+
+
+def test_benchmark_command_writes_outputs(tmp_path, capsys):
+    out = tmp_path / "bench"
+    rc = main(
+        [
+            "benchmark",
+            "synthetic",
+            "--methods",
+            "zero",
+            "lr-mean-impute",
+            "--missing-rates",
+            "0",
+            "0.5",
+            "--seeds",
+            "0",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            "train.epochs=2",
+            "train.warmup_epochs=1",
+            "model.n_tokens=2",
+            "model.dim=8",
+            "model.head_hidden=8",
+            "model.n_heads=2",
+        ]
+    )
+    assert rc == 0
+    for name in ("results.csv", "results.md", "results.json"):
+        assert (out / name).is_file()
+    payload = json.loads((out / "results.json").read_text())
+    assert payload["methods"] == ["zero", "lr-mean-impute"]
+    assert payload["missing_rates"] == [0.0, 0.5]
+    assert payload["config"]["train"]["epochs"] == 2
+    assert payload["command"].startswith("moe-retriever benchmark synthetic --methods zero")
+    assert not payload["failures"]
+    assert (out / "plots" / "macro_f1.png").is_file()
+    printed = capsys.readouterr().out
+    assert "Macro-F1" in printed and "wall time" in printed
+
+
+def test_unknown_method_is_one_line_exit_2(tmp_path, capsys):
+    rc = main(["benchmark", "synthetic", "--methods", "nope", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "unknown benchmark method 'nope'" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_rate_is_one_line_exit_2(tmp_path, capsys):
+    rc = main(["benchmark", "synthetic", "--missing-rates", "1.5", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "--missing-rates" in capsys.readouterr().err

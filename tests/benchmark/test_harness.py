@@ -1,0 +1,235 @@
+"""The harness: same splits and masks for every method; tables computed from the raw rows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moe_retriever.benchmark import harness
+from moe_retriever.benchmark.harness import (
+    MethodResult,
+    RunInputs,
+    list_methods,
+    register_method,
+    resolve_methods,
+    run_benchmark,
+)
+from moe_retriever.benchmark.report import markdown_table, summarize
+from moe_retriever.data.core import MultimodalData
+
+
+@pytest.fixture
+def spies():
+    """Two fake methods that record what they receive and predict the training prior."""
+    seen: dict[str, list[dict]] = {"spy-a": [], "spy-b": []}
+
+    def make(name: str):
+        def run(inputs: RunInputs) -> MethodResult:
+            seen[name].append(
+                {
+                    "rate": inputs.rate,
+                    "seed": inputs.seed,
+                    "train": inputs.train.ids.tolist(),
+                    "val": inputs.val.ids.tolist(),
+                    "test": inputs.test.ids.tolist(),
+                    "observed": np.concatenate(
+                        [inputs.train.observed, inputs.val.observed, inputs.test.observed]
+                    ),
+                    "hidden": inputs.hidden_test.copy(),
+                    "test_full_observed": inputs.test_full.observed.copy(),
+                }
+            )
+            prior = np.bincount(inputs.train.y, minlength=3) / inputs.train.n_samples
+            proba = np.tile(prior, (inputs.test.n_samples, 1))
+            # a deterministic "fidelity" that differs per seed, to check aggregation
+            fid = {"fidelity_cosine": 0.1 * (inputs.seed + 1), "fidelity_mse": 1.0}
+            return MethodResult(proba, fid if inputs.hidden_test.any() else None)
+
+        return run
+
+    for name in seen:
+        register_method(name, "completion", make(name))
+    yield seen
+    for name in seen:
+        harness._METHODS.pop(name, None)
+
+
+def test_every_method_gets_the_same_split_and_mask(tiny, spies, tmp_path):
+    res = run_benchmark(tiny, ["spy-a", "spy-b"], [0.0, 0.5], [0, 1], out=None, log=None)
+    assert not res.meta["failures"]
+    a, b = spies["spy-a"], spies["spy-b"]
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        assert (ra["rate"], ra["seed"]) == (rb["rate"], rb["seed"])
+        for key in ("train", "val", "test"):
+            assert ra[key] == rb[key]
+        np.testing.assert_array_equal(ra["observed"], rb["observed"])
+        np.testing.assert_array_equal(ra["hidden"], rb["hidden"])
+        assert not set(ra["train"]) & set(ra["test"])
+        assert not set(ra["val"]) & set(ra["test"])
+    by = {(r["rate"], r["seed"]): r for r in a}
+    # rate 0: natural missingness only, nothing hidden
+    pos = {s: i for i, s in enumerate(tiny.ids)}
+    for seed in (0, 1):
+        r0 = by[(0.0, seed)]
+        order = [pos[s] for s in r0["train"] + r0["val"] + r0["test"]]
+        np.testing.assert_array_equal(r0["observed"], tiny.observed[order])
+        assert not r0["hidden"].any()
+        # rate 0.5: the simulator only hides, and hidden = full & ~masked on the test part
+        r5 = by[(0.5, seed)]
+        assert r5["train"] == r0["train"]  # one split per seed, whatever the rate
+        assert (r5["observed"] <= tiny.observed[order]).all()
+        assert r5["hidden"].any()
+        n_test = len(r5["test"])
+        np.testing.assert_array_equal(
+            r5["hidden"], r5["test_full_observed"] & ~r5["observed"][-n_test:]
+        )
+    # different seeds -> different splits and masks
+    assert by[(0.5, 0)]["test"] != by[(0.5, 1)]["test"]
+
+
+def test_aggregate_tables_match_the_raw_rows(tiny, spies, tmp_path):
+    res = run_benchmark(
+        tiny, ["spy-a", "lr-mean-impute"], [0.0, 0.4], [0, 1, 2], out=tmp_path, log=None
+    )
+    for name in ("results.csv", "results.md", "results.json"):
+        assert (tmp_path / name).is_file()
+    assert (tmp_path / "plots" / "macro_f1.png").is_file()
+    assert (tmp_path / "plots" / "fidelity_cosine.png").is_file()
+    raw = pd.read_csv(tmp_path / "results.csv")
+    assert list(raw.columns) == [
+        "dataset",
+        "method",
+        "kind",
+        "missing_rate",
+        "seed",
+        "metric",
+        "value",
+    ]
+    # one row per (method, rate, seed, metric)
+    assert not raw.duplicated(["method", "missing_rate", "seed", "metric"]).any()
+    assert set(raw["seed"]) == {0, 1, 2}
+    payload = json.loads((tmp_path / "results.json").read_text())
+    summary = pd.DataFrame(payload["summary"])
+    for (method, rate, metric), grp in raw.groupby(["method", "missing_rate", "metric"]):
+        row = summary[
+            (summary.method == method) & (summary.missing_rate == rate) & (summary.metric == metric)
+        ]
+        assert len(row) == 1
+        vals = grp["value"].dropna().to_numpy()
+        if vals.size == 0:
+            continue
+        assert row["mean"].iloc[0] == pytest.approx(vals.mean())
+        expected_std = vals.std(ddof=1) if vals.size > 1 else 0.0
+        assert row["std"].iloc[0] == pytest.approx(expected_std)
+        assert row["n"].iloc[0] == vals.size
+    # fidelity only where entries were hidden: rate 0.4, mean of 0.1, 0.2, 0.3
+    fid = raw[(raw.metric == "fidelity_cosine") & (raw.method == "spy-a")]
+    assert set(fid["missing_rate"]) == {0.4}
+    md = (tmp_path / "results.md").read_text()
+    assert "0.200 ± 0.100" in md
+    # the Markdown table is the summary, cell by cell
+    table = markdown_table(summarize(raw), "macro_f1", bold_best=False)
+    assert table in md.replace("**", "")
+    assert res.meta["masks"]["rate=0.4/seed=1"]["achieved_rate"] == pytest.approx(0.4, abs=0.02)
+
+
+def test_failures_are_recorded_and_the_run_goes_on(tiny, tmp_path):
+    def boom(inputs: RunInputs) -> MethodResult:
+        raise RuntimeError("exploded on purpose")
+
+    register_method("boom", "completion", boom)
+    try:
+        res = run_benchmark(tiny, ["boom", "lr-mean-impute"], [0.0], [0], out=tmp_path, log=None)
+    finally:
+        harness._METHODS.pop("boom", None)
+    assert res.meta["failures"][0]["method"] == "boom"
+    assert "exploded on purpose" in res.meta["failures"][0]["error"]
+    assert {r["method"] for r in res.rows} == {"lr-mean-impute"}
+    assert "exploded on purpose" in (tmp_path / "results.md").read_text()
+
+
+def test_method_groups_and_unknown_names():
+    everything = resolve_methods("all")
+    for name in (
+        "moe-retriever",
+        "zero",
+        "official-average",
+        "mean",
+        "bank",
+        "knn",
+        "complete-case",
+        "late-fusion",
+        "lr-late-fusion",
+        "lr-mean-impute",
+        "hgb",
+    ):
+        assert name in everything
+    assert resolve_methods(["anchors"]) == list_methods("anchor")
+    assert resolve_methods(["zero", "zero", "hgb"]) == ["zero", "hgb"]
+    with pytest.raises(ValueError, match="unknown benchmark method 'nope'"):
+        resolve_methods(["nope"])
+
+
+def test_summary_ignores_nan_values():
+    rows = [
+        {
+            "dataset": "d",
+            "method": "m",
+            "kind": "anchor",
+            "missing_rate": 0.0,
+            "seed": s,
+            "metric": "auroc",
+            "value": v,
+        }
+        for s, v in enumerate([0.5, math.nan, 0.7])
+    ]
+    s = summarize(rows)
+    assert s["mean"].iloc[0] == pytest.approx(0.6)
+    assert s["n"].iloc[0] == 2
+
+
+def test_deep_methods_end_to_end_fidelity_and_router(tiny: MultimodalData, tmp_path):
+    """Tiny real run: deep methods get fidelity rows at rate > 0, moe-retriever a router."""
+    from moe_retriever.benchmark.harness import benchmark_config
+
+    cfg = benchmark_config(
+        **{
+            "train.epochs": 3,
+            "train.warmup_epochs": 1,
+            "train.batch_size": 16,
+            "model.n_tokens": 2,
+            "model.dim": 8,
+            "model.head_hidden": 8,
+            "model.encoder_hidden": 8,
+            "model.n_heads": 2,
+        }
+    )
+    res = run_benchmark(
+        tiny,
+        ["moe-retriever", "mean", "complete-case"],
+        [0.0, 0.5],
+        [0],
+        cfg,
+        tmp_path,
+        log=None,
+    )
+    assert not res.meta["failures"], res.meta["failures"]
+    raw = pd.DataFrame(res.rows)
+    fid = raw[raw.metric == "fidelity_cosine"]
+    assert set(fid["method"]) == {"moe-retriever", "mean", "complete-case"}
+    assert set(fid["missing_rate"]) == {0.5}
+    assert ((fid["value"] >= -1) & (fid["value"] <= 1)).all()
+    ent = raw[raw.metric == "router_entropy"]
+    assert set(ent["method"]) == {"moe-retriever"} and len(ent) == 2
+    assert ((ent["value"] >= 0) & (ent["value"] <= 1 + 1e-9)).all()
+    routing = res.meta["routing"]["rate=0.5/seed=0"]
+    assert set(routing["per_target"]) <= set(tiny.modalities)
+    for t in routing["per_target"].values():
+        assert sum(t["shares"].values()) == pytest.approx(1.0)
+    md = (tmp_path / "results.md").read_text()
+    assert "router inspection" in md and "fidelity" in md.lower()
