@@ -41,14 +41,20 @@ def test_shapes_for_any_number_of_modalities(M: int) -> None:
     model.set_training_pool(x, obs)
     for train in (True, False):
         model.train(train)
+        if train:  # self-supervision hides some observed entries: keep its draw
+            model.hide_generator.manual_seed(0)
         out = model({m: v[:16] for m, v in x.items()}, obs[:16], torch.arange(16))
         assert out.logits.shape == (16, 3)
         assert out.tokens.shape == (16, M, 4, 16)
         assert torch.isfinite(out.logits).all()
         assert out.aux_loss.shape == ()
-        # missing slots are filled, observed ones equal the encoder tokens
+        # missing slots are filled, observed (and not hidden) ones equal the encoder tokens
         enc = model.encode({m: v[:16] for m, v in x.items()}, obs[:16])
-        assert torch.equal(out.tokens[obs[:16]], enc[obs[:16]])
+        kept = obs[:16]
+        if train:
+            model.hide_generator.manual_seed(0)
+            kept = kept & ~model._draw_hidden(obs[:16])
+        assert torch.equal(out.tokens[kept], enc[kept])
 
 
 COMPLETIONS = [
@@ -229,3 +235,118 @@ def test_input_validation_messages() -> None:
         model.set_training_pool(bad, obs)
     with pytest.raises(ValueError, match="unknown completion method"):
         MultimodalClassifier(dims, 2, completion="nope")
+
+
+# ---------------------------------------------------------------- retrieval self-supervision
+SELF_SUP = dict(retrieval_dropout=0.5, align_weight=1.0)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("routing", ["pooled", "tokens"])
+def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, routing: str):
+    torch.manual_seed(0)
+    dims = {"a": 10, "b": 6, "c": 13}
+    x, obs, y = _data(dims, 40)
+    obs[:3] = torch.tensor([[0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=torch.bool)
+    cfg = {"n_candidates": 2, "n_shared": 2, "top_k": 4, "residual": residual, "routing": routing}
+    model = _model(dims, "moe-retriever", cfg, **SELF_SUP).train()
+    model.set_training_pool(x, obs)
+    out = model({m: v[:20] for m, v in x.items()}, obs[:20], pool_index=torch.arange(20))
+    assert int(out.info["self_supervision"]["hidden"]) > 0
+    (F.cross_entropy(out.logits, y[:20]) + out.aux_loss).backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0
+    ]
+    assert missing == []
+
+
+def test_alignment_loss_reaches_the_retriever_and_equals_one_minus_cosine() -> None:
+    """aux_loss = align_weight * mean(1 - cos) over the hidden entries' tokens (balance off);
+    its gradient alone reaches the retriever's experts, attention and the encoders."""
+    torch.manual_seed(1)
+    dims = {"a": 10, "b": 6, "c": 13}
+    x, obs, _ = _data(dims, 40, p=0.9)
+    model = _model(dims, balance_weight=0.0, retrieval_dropout=0.5, align_weight=2.0).train()
+    model.set_training_pool(x, obs)
+    model.hide_generator.manual_seed(7)
+    out = model(x, obs, pool_index=torch.arange(40))
+    model.hide_generator.manual_seed(7)
+    hidden = model._draw_hidden(obs)
+    assert hidden is not None and int(hidden.sum()) == int(out.info["self_supervision"]["hidden"])
+    true = model.encode(x, obs).detach()
+    cos = F.cosine_similarity(out.tokens[hidden], true[hidden], dim=-1)
+    expected = 2.0 * float((1 - cos).mean().detach())
+    assert float(out.aux_loss.detach()) == pytest.approx(expected, rel=1e-4)
+    out.aux_loss.backward()
+    comp = model.completion
+    for p in (comp.moe.w1, comp.moe.w2, comp.attention.attn.qkv.weight):
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0
+    enc = next(iter(model.encoders.values()))
+    assert any(float(p.grad.abs().sum()) > 0 for p in enc.parameters() if p.grad is not None)
+    assert all(p.grad is None for p in model.head.parameters())  # the loss skips the head
+
+
+def test_hidden_entries_rules() -> None:
+    """Only observed entries of samples with >= 2 observed; never the last one; only in
+    training with retrieval on; the draws follow the model's generator."""
+    torch.manual_seed(0)
+    dims = {"a": 5, "b": 6, "c": 7}
+    x, obs, _ = _data(dims, 400)
+    model = _model(dims, retrieval_dropout=0.9, align_weight=1.0).train()
+    hidden = model._draw_hidden(obs)
+    assert hidden is not None
+    assert not bool((hidden & ~obs).any())
+    assert bool(((obs & ~hidden).sum(1) >= 1).all())
+    single = obs.sum(1) == 1
+    assert not bool(hidden[single].any())
+    assert int(hidden.sum()) > 0.5 * int(obs[~single].sum())  # p = 0.9, minus kept ones
+    model.hide_generator.manual_seed(3)
+    a = model._draw_hidden(obs)
+    model.hide_generator.manual_seed(3)
+    assert torch.equal(a, model._draw_hidden(obs))
+    model.eval()
+    assert model._draw_hidden(obs) is None
+    model.set_training_pool(x, obs)
+    out = model(x, obs, torch.arange(400))
+    enc = model.encode(x, obs)
+    assert torch.equal(out.tokens[obs], enc[obs]) and "self_supervision" not in out.info
+    model.train()
+    out = model(x, obs, retrieve=False)  # warm-up: nothing hidden, zero fill
+    assert "self_supervision" not in out.info
+    assert torch.equal(out.tokens[~obs], torch.zeros_like(out.tokens[~obs]))
+    # a completion without parameters gets no self-supervision and no generator
+    assert _model(dims, "zero", retrieval_dropout=0.5).hide_generator is None
+    with pytest.raises(ValueError, match="retrieval_dropout"):
+        _model(dims, retrieval_dropout=1.0)
+    with pytest.raises(ValueError, match="pool_index"):
+        model(x, obs, pool_index=torch.arange(3))
+
+
+def test_self_supervision_generator_is_found_by_the_training_module() -> None:
+    from moe_retriever.training.module import model_generators
+
+    dims = {"a": 5, "b": 6}
+    model = _model(dims, retrieval_dropout=0.3, align_weight=1.0)
+    names = [n for n, _ in model_generators(model)]
+    assert ".hide_generator" in names
+
+
+def test_training_module_passes_pool_rows_only_for_training_batches() -> None:
+    """The training step's batches are rows of the training pool: the module hands their
+    indices to the model (self-exclusion, counted by the sampler); validation does not."""
+    from moe_retriever.training.config import TrainConfig
+    from moe_retriever.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    dims = {"a": 5, "b": 6, "c": 7}
+    x, obs, y = _data(dims, 40, p=0.8)
+    model = _model(dims).train()
+    model.set_training_pool(x, obs)
+    module = ClassifierModule(model, TrainConfig(), seed=0)
+    idx = torch.arange(16)
+    batch = {"x": {m: v[idx] for m, v in x.items()}, "observed": obs[idx], "y": y[idx]}
+    batch.update(keys=idx, index=idx)
+    out = module(batch, retrieve=True, in_pool=True)
+    assert "self_dropped" in out.info["completion"]["fallback"]
+    out = module(batch, retrieve=True)
+    assert "self_dropped" not in out.info["completion"]["fallback"]

@@ -17,7 +17,30 @@ Data flow for a batch (B samples, M modalities, P tokens of width D):
    ``fusion_layers`` pre-norm transformer blocks (optionally with a sparse MoE feed-forward);
 4. each modality's P tokens are mean-pooled, the M vectors concatenated, an MLP gives logits.
 
-``aux_loss`` = ``balance_weight`` * (completion's balance loss + fusion MoE balance losses).
+``aux_loss`` = ``balance_weight`` * (completion's balance loss + fusion MoE balance losses)
++ ``align_weight`` * alignment loss (below).
+
+Retrieval self-supervision (``retrieval_dropout`` > 0, training mode, ``retrieve=True``, and only
+for completion methods that learn, e.g. moe-retriever and bank): before completion, each
+observed entry of a sample with at least 2 observed modalities is hidden with probability
+``retrieval_dropout`` (never all of them: if every observed entry was drawn, one drawn at random
+stays). Hidden entries are completed by the completion method exactly like naturally missing
+ones (supporting groups from the training pool, keyed by the reduced observed set) and fusion
+and head see the completed tokens. The alignment loss is ``1 - cosine`` between each hidden
+entry's completed tokens and the encoder's tokens of its true input, per token (P vectors of
+width D), averaged over the hidden entries' tokens; the target is detached (stop-gradient), so
+the loss moves the retriever (and, through the supporting and own tokens, the encoders) towards
+the encoder's token space without pulling the encoder towards the retriever's output. Cosine
+and not MSE: it is scale-free (what counts downstream is direction after the fusion's
+LayerNorm, and the encoders' token scale drifts during training), it cannot be lowered by
+shrinking the retrieved tokens towards the mean, and it is the fidelity measure the benchmark
+reports. Without the loss the retriever learns only from the classification loss, which does
+not tie its output to the missing modality's token space (measured: cosine ~0.01 to the true
+tokens). A sample's own pool row is excluded from the supporting groups of its hidden entries
+(``pool_index``), otherwise the retriever could copy the sample's own hidden input. The draws
+use a ``torch.Generator`` owned by the model (``hide_generator``), which the training module
+reseeds every step like the sampler's. At evaluation nothing is hidden: the method is unchanged
+at inference. docs/METHOD_NOTES.md has the measurements behind the defaults.
 
 Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
 that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
@@ -35,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import moe_retriever.completion  # noqa: F401  (registers the built-in methods)
@@ -55,7 +79,7 @@ class ModelConfig:
 
     n_tokens: int = 16  # P: tokens per modality
     dim: int = 128  # D: token width
-    encoder: str = "patch"  # built-in encoder for modalities without a custom one
+    encoder: str = "mlp"  # built-in encoder for modalities without a custom one
     encoder_hidden: int = 256  # hidden width of the "mlp" encoder
     n_heads: int = 4
     fusion_layers: int = 1
@@ -67,6 +91,12 @@ class ModelConfig:
     head_hidden: int = 128
     balance_weight: float = 1e-2  # weight of all MoE balance losses in aux_loss
     noisy_gating: bool = True  # noisy top-k gating in the fusion MoE (training only)
+    # Retrieval self-supervision (training only, retrieval on, learning completion methods):
+    # probability of hiding each observed entry of a sample with >= 2 observed (never the last)
+    retrieval_dropout: float = 0.3
+    # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
+    # encoder's (detached) tokens of their true inputs
+    align_weight: float = 5.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -189,6 +219,16 @@ class MultimodalClassifier(nn.Module):
         )
         self.pool = _PoolBuffers(self._keys, self.dims, M)
         self._pool_cache: TrainingPool | None = None
+        if not 0.0 <= config.retrieval_dropout < 1.0:
+            raise ValueError(f"retrieval_dropout must be in [0, 1), got {config.retrieval_dropout}")
+        if config.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {config.align_weight}")
+        #: draws of the entries hidden by retrieval self-supervision (only when it is on);
+        #: seeded from the global RNG here, reseeded per step by the training module
+        self.hide_generator: torch.Generator | None = None
+        if config.retrieval_dropout > 0 and self.completion.learns:
+            self.hide_generator = torch.Generator(device="cpu")
+            self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
 
     # ------------------------------------------------------------------ training pool
     def set_training_pool(self, x: dict[str, Tensor], observed: Tensor) -> None:
@@ -292,8 +332,10 @@ class MultimodalClassifier(nn.Module):
         observed: Tensor,
         sample_keys: Tensor | None = None,
         retrieve: bool = True,
+        pool_index: Tensor | None = None,
     ) -> CompletionOutput:
-        """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens)."""
+        """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens).
+        ``pool_index``: the samples' rows in the training pool (training batches only)."""
         if not retrieve:
             return CompletionOutput(tokens, tokens.new_zeros(()), {"retrieve": False})
         pool = None
@@ -310,6 +352,7 @@ class MultimodalClassifier(nn.Module):
             sample_keys=sample_keys,
             training=self.training,
             modalities=list(self.modalities),
+            pool_index=pool_index,
         )
         return self.completion(tokens, observed, ctx)
 
@@ -319,14 +362,31 @@ class MultimodalClassifier(nn.Module):
         observed: Tensor,
         sample_keys: Tensor | None = None,
         retrieve: bool = True,
+        pool_index: Tensor | None = None,
     ) -> ModelOutput:
         """Logits for a batch: ``x[m]`` (B, F_m) with zeros in unobserved rows, ``observed``
         (B, M) bool, ``sample_keys`` (B,) int64 stable per sample (deterministic evaluation
-        draws), ``retrieve=False`` for warm-up (zero tokens, retriever off)."""
+        draws), ``retrieve=False`` for warm-up (zero tokens, retriever off), ``pool_index``
+        (B,) int64: the samples' rows in the training pool, for training batches drawn from
+        it (excludes a sample from supporting its own hidden entries; pass None otherwise)."""
         self._check_batch(x, observed)
+        if pool_index is not None and pool_index.shape != observed.shape[:1]:
+            raise ValueError(
+                f"pool_index must be ({observed.shape[0]},), got {tuple(pool_index.shape)}"
+            )
         tokens = self.encode(x, observed)
-        comp = self.complete(tokens, observed, sample_keys, retrieve)
+        hidden = self._draw_hidden(observed) if retrieve else None
+        if hidden is not None:
+            true_tokens = tokens
+            observed = observed & ~hidden
+            tokens = tokens.masked_fill(hidden[:, :, None, None], 0.0)
+        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index)
         completed = comp.tokens
+        align = completed.new_zeros(())
+        if hidden is not None:
+            pred, target = completed[hidden], true_tokens[hidden].detach()  # (n, P, D)
+            if pred.shape[0]:
+                align = (1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)).mean()
         B, M, P, D = completed.shape
         h = completed + self.modality_emb[None, :, None] + self.position_emb[None, None]
         h = h.reshape(B, M * P, D)
@@ -340,8 +400,31 @@ class MultimodalClassifier(nn.Module):
                 fusion_info.append(res.routing)
         pooled = self.fusion_norm(h).reshape(B, M, P, D).mean(dim=2).reshape(B, M * D)
         logits = self.head(pooled)
-        info = {"completion": comp.info, "fusion": fusion_info}
-        return ModelOutput(logits, self.config.balance_weight * aux, completed, info)
+        info: dict[str, Any] = {"completion": comp.info, "fusion": fusion_info}
+        if hidden is not None:
+            info["self_supervision"] = {
+                "hidden": hidden.sum().detach(),
+                "align_loss": align.detach(),
+            }
+        aux_loss = self.config.balance_weight * aux + self.config.align_weight * align
+        return ModelOutput(logits, aux_loss, completed, info)
+
+    def _draw_hidden(self, observed: Tensor) -> Tensor | None:
+        """(B, M) bool: observed entries to hide for retrieval self-supervision, or None when
+        it is off (evaluation, ``retrieval_dropout`` 0, or a completion that does not learn).
+        Each observed entry of a sample with >= 2 observed is hidden with probability
+        ``retrieval_dropout``; if all of a sample's entries were drawn, its entry with the
+        largest uniform stays observed."""
+        gen = self.hide_generator
+        if not self.training or gen is None:
+            return None
+        u = torch.rand(observed.shape, generator=gen).to(observed.device)
+        eligible = observed & (observed.sum(dim=1, keepdim=True) >= 2)
+        hidden = eligible & (u < self.config.retrieval_dropout)
+        all_hidden = (hidden == eligible).all(dim=1) & eligible.any(dim=1)
+        keep = torch.where(observed, u, torch.full_like(u, -1.0)).argmax(dim=1)
+        unhide = F.one_hot(keep, observed.shape[1]).bool() & all_hidden[:, None]
+        return hidden & ~unhide
 
 
 __all__ = ["ModelConfig", "ModelOutput", "MultimodalClassifier"]

@@ -108,12 +108,16 @@ def _reference(comp, encode, pool, tokens, observed, b_idx, m_idx, draw) -> torc
                 y = y + gte * (hid @ moe.w2[e] + moe.b2[e])
             return y
 
+        def candidate(tok: torch.Tensor) -> torch.Tensor:
+            # residual experts: x + sum_e g_e f_e(x)
+            return route(tok) + tok if comp.residual else route(tok)
+
         if comp.routing == "pooled":
             pooled = (w[..., None] * hseq).sum(0)
-            res = torch.stack([route(pooled[p]) for p in range(P)])
+            res = torch.stack([candidate(pooled[p]) for p in range(P)])
         else:
             routed = torch.stack(
-                [torch.stack([route(hseq[j, p]) for p in range(P)]) for j in range(G)]
+                [torch.stack([candidate(hseq[j, p]) for p in range(P)]) for j in range(G)]
             )
             res = (w[..., None] * routed).sum(0)
         out.append(res)
@@ -123,10 +127,14 @@ def _reference(comp, encode, pool, tokens, observed, b_idx, m_idx, draw) -> torc
 @pytest.mark.parametrize(
     "cfg",
     [
-        {"routing": "pooled", "pooling": "fixed"},
-        {"routing": "tokens", "pooling": "fixed"},
-        {"routing": "pooled", "pooling": "attention"},
-        {"routing": "tokens", "pooling": "attention", "k": 2},
+        {"routing": "pooled", "pooling": "fixed", "residual": False},
+        {"routing": "tokens", "pooling": "fixed", "residual": False},
+        {"routing": "pooled", "pooling": "attention", "residual": False},
+        {"routing": "tokens", "pooling": "attention", "k": 2, "residual": False},
+        {"routing": "pooled", "pooling": "fixed", "residual": True},
+        {"routing": "tokens", "pooling": "fixed", "residual": True},
+        {"routing": "pooled", "pooling": "attention", "residual": True},
+        {"routing": "tokens", "pooling": "attention", "k": 2, "residual": True},
     ],
 )
 def test_batched_equals_per_pair_reference(cfg: dict) -> None:
@@ -166,7 +174,7 @@ def test_complete_replaces_only_missing_slots_and_routes_eligible_experts() -> N
 
 def test_loop_baseline_equals_batched_in_evaluation() -> None:
     encode, pool, obs, tokens = _setup(seed=1)
-    comp = _make(routing="pooled").eval()
+    comp = _make(routing="pooled", eval_draws=1).eval()  # the loop draws one group per pair
     keys = torch.arange(obs.shape[0]) * 101
     ctx = CompletionContext(
         encode=encode, pool=pool, sample_keys=keys, training=False, modalities=MODS
@@ -226,7 +234,7 @@ def test_zero_and_official_average() -> None:
     zero = create_completion("zero", MODS, P, D, seed=4)(tokens + 1.0, obs, ctx).tokens
     assert torch.equal(zero[~obs], torch.zeros_like(zero[~obs]))
     assert torch.equal(zero[obs], tokens[obs] + 1.0)
-    avg = create_completion("official-average", MODS, P, D)
+    avg = create_completion("official-average", MODS, P, D, eval_draws=1)  # one draw to compare
     with torch.no_grad():
         out = avg(tokens, obs, ctx).tokens
     b_idx, m_idx = (~obs).nonzero(as_tuple=True)
@@ -240,3 +248,52 @@ def test_zero_and_official_average() -> None:
             sup = encode(MODS[m], pool.x[MODS[m]][rows]).mean(0)
         own = tokens[b][obs[b]].mean(0)
         torch.testing.assert_close(out[b, m], 0.5 * sup + 0.5 * own)
+
+
+def test_excluded_row_never_supports_its_own_pair() -> None:
+    """Self-supervision hides entries a training sample observes: the sample is then in its
+    own pool and must not be drawn for it. A pool holding only that sample gives no member."""
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(60, 3, generator=g) < 0.7
+    obs[obs.sum(1) == 0, 0] = True
+    obs[obs.all(1), 2] = False
+    obs[59] = torch.tensor([True, True, True])  # the only sample observing all three
+    from moe_retriever.completion.sampler import SupportingGroupSampler
+
+    sampler = SupportingGroupSampler(obs, k=3, seed=1)
+    rows = torch.arange(60)
+    # every sample observing modality 0, as a pair "target 0, observed = its other modalities"
+    sel = rows[obs[:, 0]]
+    codes = combination_codes(obs[sel]) & ~1
+    for training in (True, False):
+        draw = sampler.draw(torch.zeros_like(sel), codes, training, sample_keys=sel, exclude=sel)
+        members = torch.where(draw.mask, draw.index, torch.full_like(draw.index, -1))
+        assert not bool((members == sel[:, None]).any())
+        for i, s in enumerate(sel.tolist()):  # members still come from the pair's pool
+            pool = set(sampler.pool_members(0, int(codes[i])).tolist()) - {s}
+            assert set(members[i][draw.mask[i]].tolist()) <= pool
+            if not pool:
+                assert not bool(draw.mask[i].any())
+    last = int((sel == 59).nonzero())
+    assert not bool(draw.mask[last].any())  # pool {0,1,2} = {59}: dropped, counted
+    assert int(draw.counts["self_dropped"]) >= 3
+
+
+def test_residual_experts_start_at_the_context_aware_token() -> None:
+    """residual=True: output = pooled token + gate-weighted expert outputs, so with the
+    experts' last layer at zero the retrieved tokens ARE the pooled context-aware tokens."""
+    encode, pool, obs, tokens = _setup()
+    outs = {}
+    for residual in (False, True):
+        torch.manual_seed(3)
+        comp = _make(residual=residual).eval()
+        with torch.no_grad():
+            comp.moe.w2.zero_()
+            comp.moe.b2.zero_()
+        b_idx, m_idx = (~obs).nonzero(as_tuple=True)
+        draw = comp.sampler_for(pool).draw(m_idx, combination_codes(obs)[b_idx], True)
+        with torch.no_grad():
+            support = encode_support_unique(encode, pool, m_idx, draw, P, D)
+            outs[residual], _, _ = comp.retrieve_pairs(tokens, obs, b_idx, m_idx, draw, support)
+    assert float(outs[False].abs().max()) == 0.0
+    assert float(outs[True].abs().sum((-1, -2)).min()) > 0.0

@@ -63,6 +63,10 @@ class CompletionContext:
     sample_keys: Tensor | None = None
     training: bool = False
     modalities: list[str] = field(default_factory=list)
+    # (B,) int64 rows of the batch's samples in the training pool, or None. Given only for
+    # training batches drawn from the pool itself (the model's retrieval self-supervision
+    # hides entries those samples observe): a sample must not support its own hidden entry.
+    pool_index: Tensor | None = None
 
 
 @dataclass

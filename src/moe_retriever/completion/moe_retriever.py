@@ -25,6 +25,17 @@ The retrieved P x D tokens replace the missing slots; observed slots are untouch
 experts ``[j*C, (j+1)*C)`` are modality j's candidates, the last S are shared. Each expert is a
 D -> ``expert_hidden`` (default D) -> D MLP; a wider hidden layer costs proportionally more.
 See :meth:`MoERetrieverCompletion.retrieve_pairs` for how the batch is organised.
+
+Residual experts (``residual=True``, the default): every candidate is ``x + f_e(x)`` for the
+routed context-aware token ``x`` (before the router's LayerNorm), so the gate-weighted mix is
+``x + sum_e g_e f_e(x)`` (the top-k gates sum to 1). At initialisation the retrieved tokens thus
+start at the context-aware pooled token, which lies in the encoders' token space, instead of at
+the output of freshly initialised MLPs; the experts learn corrections. With ``routing="tokens"``
+each member token gets its residual before the pooling (the pooling weights sum to 1 per
+position, so the result is the pooled token plus the pooled expert outputs). This is a
+parametrisation of METHOD.md step 4 ("each chosen expert turns the context-aware token into a
+candidate embedding"), not a change of the method; ``residual=False`` gives plain MLP experts.
+See docs/METHOD_NOTES.md for the measurements.
 """
 
 from __future__ import annotations
@@ -78,10 +89,11 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         expert_hidden: int | None = None,
         noisy_gating: bool = True,
         dropout: float = 0.0,
-        eval_draws: int = 1,
+        eval_draws: int = 4,
         seed: int = 0,
         dispatch: str = "tiles",
         tile: int = 128,
+        residual: bool = True,
     ) -> None:
         Completion.__init__(self, modalities, n_tokens, dim)
         self._init_sampling(k, eval_draws, seed)
@@ -103,6 +115,7 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         self.n_candidates, self.n_shared, self.top_k = n_candidates, n_shared, top_k
         self.routing, self.pooling = routing, pooling
         self.support_weight = support_weight
+        self.residual = bool(residual)
         self.n_experts = M * n_candidates + n_shared
         self.role_emb = nn.Parameter(torch.randn(2, dim) * 0.02)
         self.modality_emb = nn.Parameter(torch.randn(M, dim) * 0.02)
@@ -254,6 +267,8 @@ class MoERetrieverCompletion(SupportSampling, Completion):
                 M,
             )
             routed = res.output.reshape(n_real, P, D)
+            if self.residual:  # x + sum_e g_e f_e(x): gates sum to 1
+                routed = routed + pooled
         else:
             counts_g = [t.shape[0] // P for t in tok_parts]  # member-slots per bucket
             flat = torch.cat(tok_parts)  # (T, D): bucket, pair, member, position
@@ -269,8 +284,9 @@ class MoERetrieverCompletion(SupportSampling, Completion):
                 [torch.arange(P, device=tokens.device).repeat(c) for c in counts_g]
             )
             res = self.moe(self.norm(flat), self.eligible[m_idx[token_pair]], m_idx[token_pair], M)
+            member_out = res.output + flat if self.residual else res.output
             routed_flat = tokens.new_zeros(n * P, D).index_add(
-                0, token_pair * P + token_pos, res.output * weights[:, None]
+                0, token_pair * P + token_pos, member_out * weights[:, None]
             )
             routed = routed_flat.reshape(n, P, D)[pair]
         out = tokens.new_zeros(n, P, D).index_put((pair,), routed)  # memberless pairs: zero

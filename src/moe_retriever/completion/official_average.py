@@ -37,7 +37,7 @@ class OfficialAverageCompletion(SupportSampling, Completion):
         dim: int,
         k: int | None = None,
         support_weight: float = 0.5,
-        eval_draws: int = 1,
+        eval_draws: int = 4,
         seed: int = 0,
         **_: Any,
     ) -> None:

@@ -45,6 +45,7 @@ from moe_retriever.completion.base import CompletionContext, TrainingPool
 _MASK31 = (1 << 31) - 1
 _KEY_STRIDE = 64  # key = O * 64 + m; M <= 40 keeps keys far from int64 overflow
 MAX_MODALITIES = 40
+_EXCLUDE_ROUNDS = 4  # redraws of a slot that drew its pair's excluded row, then it is dropped
 
 
 def _mix31(x: Tensor) -> Tensor:
@@ -190,12 +191,18 @@ class SupportingGroupSampler:
         training: bool,
         sample_keys: Tensor | None = None,
         draw_ids: Tensor | None = None,
+        exclude: Tensor | None = None,
     ) -> SupportDraw:
         """Supporting groups for n pairs (target modality index, observed-combination code).
 
         ``training``: draw from the seeded generator; otherwise from the hash of
         (seed, ``sample_keys``, target, ``draw_ids``, slot). ``sample_keys`` (n,) are required
         for evaluation draws; ``draw_ids`` (n,) distinguish repeated draws of one pair.
+        ``exclude`` (n,): a training row that must not be a member of the pair's group (the
+        pair's own sample when it is in the pool; -1 = none). A slot that drew it is redrawn
+        uniformly from the pool (up to ``_EXCLUDE_ROUNDS`` times; a redrawn member may repeat
+        another member) and dropped from the group if it still holds it, e.g. when the sample
+        is its pool's only member (counted as ``self_dropped``).
         """
         dev = target.device
         n = target.shape[0]
@@ -246,8 +253,39 @@ class SupportingGroupSampler:
             r[:, j] = torch.where(replace, rep, floyd)
         r = torch.where(mask, r, torch.zeros_like(r))
         rows = self._rows(key_id[:, None].expand(-1, k_max), r)
+        if exclude is not None:
+            kept = mask
+            rows, mask = self._exclude(rows, mask, key_id, size, exclude, training, u)
+            counts["self_dropped"] = (kept & ~mask).sum()
         rows = torch.where(mask, rows, torch.zeros_like(rows))
         return SupportDraw(rows, mask, counts)
+
+    def _exclude(
+        self,
+        rows: Tensor,
+        mask: Tensor,
+        key_id: Tensor,
+        size: Tensor,
+        exclude: Tensor,
+        training: bool,
+        u: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Redraw the slots holding their pair's excluded row; drop those that still do."""
+        ex = exclude.to(rows.device)[:, None]
+        keys = key_id[:, None].expand_as(rows)
+        for round_ in range(_EXCLUDE_ROUNDS):
+            clash = mask & (rows == ex)
+            if not bool(clash.any()):
+                break
+            if training:
+                u2 = torch.rand(rows.shape, generator=self.generator, dtype=torch.float64)
+                u2 = u2.to(rows.device)
+            else:  # deterministic: a hash of the slot's own uniform and the round
+                bits = (u * float(1 << 31)).long()
+                u2 = hash_uniform(bits, torch.tensor(round_ + 1, device=rows.device))
+            r2 = torch.floor(u2 * size.clamp_min(1).double()[:, None]).long()
+            rows = torch.where(clash, self._rows(keys, r2), rows)
+        return rows, mask & (rows != ex)
 
 
 def encode_support_unique(
@@ -360,7 +398,10 @@ class SupportSampling:
             draw_ids = torch.arange(R, device=observed.device).repeat_interleave(n)
         else:
             draw_ids = None
-        draw = sampler.draw(m_idx, codes, context.training, keys, draw_ids)
+        exclude = None
+        if context.training and context.pool_index is not None:
+            exclude = context.pool_index.to(observed.device)[b_idx]
+        draw = sampler.draw(m_idx, codes, context.training, keys, draw_ids, exclude)
         return b_idx, m_idx, codes, draw, R
 
 

@@ -93,9 +93,16 @@ class ClassifierModule(L.LightningModule):
     def retrieval_on(self) -> bool:
         return self.current_epoch >= self.warmup
 
-    def forward(self, batch: dict[str, Any], retrieve: bool = True) -> Any:
+    def forward(self, batch: dict[str, Any], retrieve: bool = True, in_pool: bool = False) -> Any:
+        """``in_pool``: the batch comes from the training split, whose rows (``batch["index"]``)
+        are the training pool's rows (the model's self-supervision excludes them from their
+        own supporting groups)."""
         return self.model(
-            batch["x"], batch["observed"], sample_keys=batch["keys"], retrieve=retrieve
+            batch["x"],
+            batch["observed"],
+            sample_keys=batch["keys"],
+            retrieve=retrieve,
+            pool_index=batch["index"] if in_pool else None,
         )
 
     def _ce(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -117,7 +124,7 @@ class ClassifierModule(L.LightningModule):
             gen.manual_seed(derived_seed(*parts, 1 + i))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        out = self(batch, retrieve=self.retrieval_on())
+        out = self(batch, retrieve=self.retrieval_on(), in_pool=True)
         ce = self._ce(out.logits, batch["y"])
         loss = ce + out.aux_loss
         n = float(batch["y"].shape[0])
