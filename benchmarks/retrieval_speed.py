@@ -46,7 +46,12 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
     model = MultimodalClassifier(
         dims,
         4,
-        ModelConfig(n_tokens=16, dim=128),
+        ModelConfig(
+            n_tokens=16,
+            dim=128,
+            encoder=args.encoder,
+            retrieval_dropout=args.retrieval_dropout,
+        ),
         "moe-retriever",
         {"routing": routing, "dispatch": args.dispatch, "seed": args.seed},
     ).to(args.device)
@@ -103,6 +108,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--dispatch", default="tiles", choices=["tiles", "padded", "loop"], help="MoE dispatch"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    p.add_argument(
+        "--encoder",
+        default=ModelConfig.encoder,
+        help=f"built-in encoder (default: the library's, {ModelConfig.encoder})",
+    )
+    p.add_argument(
+        "--retrieval-dropout",
+        type=float,
+        default=ModelConfig.retrieval_dropout,
+        help="training self-supervision: share of observed entries hidden and retrieved "
+        f"(default: the library's, {ModelConfig.retrieval_dropout}; 0 = the retrieval alone)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
@@ -125,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dim": 128,
             "experts": "C=8 per modality, S=4 shared, top_k=4",
             "dispatch": args.dispatch,
+            "encoder": args.encoder,
+            "retrieval_dropout": args.retrieval_dropout,
             "steps": args.steps,
             "device": args.device,
             "torch_threads": torch.get_num_threads(),
