@@ -42,6 +42,18 @@ FORMAT_VERSION = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
+def _ordered_union(frames: Any) -> list[str]:
+    """Sample ids of all tables: the first table's order, then each later table's new ids."""
+    ids: list[str] = []
+    seen: set[str] = set()
+    for df in frames:
+        for i in df.index:
+            if i not in seen:
+                seen.add(i)
+                ids.append(i)
+    return ids
+
+
 # ---------------------------------------------------------------------------- labels
 def _label_text(v: Any) -> str:
     """A label value as text: integral floats lose their ``.0`` (``1.0`` -> ``"1"``)."""
@@ -270,13 +282,7 @@ def from_pandas(
             )
         label_values: np.ndarray | None = lab.to_numpy(dtype=object)
     else:
-        ids = []
-        seen: set[str] = set()
-        for df in clean.values():
-            for i in df.index:
-                if i not in seen:
-                    seen.add(i)
-                    ids.append(i)
+        ids = _ordered_union(clean.values())
         label_values = None
 
     index = pd.Index(ids, dtype=object)
@@ -556,13 +562,7 @@ def from_anndata(
     """
     _require("anndata")
     frames = {str(m): _dense_frame(a, str(m), layer) for m, a in adatas.items()}
-    order: list[str] = []
-    seen: set[str] = set()
-    for df in frames.values():
-        for i in df.index:
-            if i not in seen:
-                seen.add(i)
-                order.append(i)
+    order = _ordered_union(frames.values())
     labels = None
     if label is not None:
         obs = {str(m): a.obs.set_axis([str(i) for i in a.obs_names]) for m, a in adatas.items()}
