@@ -343,6 +343,7 @@ class CompleteCase(Anchor):
             method=self.fill, config=self.config, seed=self.seed
         )
         self.estimator_.fit(train.subset(complete), val)
+        self.preprocessor_ = self.estimator_.preprocessor_  # the fidelity probe reads it
         self.selected_ = {
             "param": None,
             "n_train_complete": int(complete.sum()),

@@ -41,12 +41,13 @@ from typing import Any
 import numpy as np
 
 from moe_retriever.benchmark.anchors import ANCHORS, create_anchor
-from moe_retriever.benchmark.fidelity import token_fidelity
+from moe_retriever.benchmark.fidelity import probe_fidelity, token_fidelity
 from moe_retriever.benchmark.plots import plot_all
 from moe_retriever.benchmark.report import TABLE_METRICS, summarize, write_results
 from moe_retriever.data.core import MultimodalData
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, make_split
+from moe_retriever.data.validation import drop_empty
 
 __all__ = [
     "BenchmarkResult",
@@ -107,7 +108,26 @@ def _fidelity_of(model: Any, inputs: RunInputs) -> dict[str, float] | None:
         return None
     completed = np.asarray(model.retrieve(inputs.test))
     true = np.asarray(model.encode(inputs.test_full))
-    return token_fidelity(completed, true, inputs.hidden_test, inputs.test.modalities)
+    out = token_fidelity(completed, true, inputs.hidden_test, inputs.test.modalities)
+    # the probe: fitted on the training rows (encoder tokens of real inputs -> preprocessed
+    # features, with the model's own training-fitted preprocessor), scored on hidden test entries
+    pre = model.preprocessor_
+    train, _ = drop_empty(inputs.train)
+    train_pre = pre.transform(train)
+    test_pre = pre.transform(inputs.test_full)
+    out.update(
+        probe_fidelity(
+            np.asarray(model.encode(train)),
+            train_pre.X,
+            train_pre.observed,
+            completed,
+            true,
+            test_pre.X,
+            inputs.hidden_test,
+            inputs.test.modalities,
+        )
+    )
+    return out
 
 
 def _deep_runner(method: str) -> Runner:

@@ -35,6 +35,8 @@ TABLE_METRICS: list[str] = [
     "balanced_accuracy",
     "auroc",
     "fidelity_cosine",
+    "fidelity_probe_r2",
+    "fidelity_specificity",
     "fidelity_mse",
     "router_entropy",
     "fit_seconds",
@@ -47,6 +49,12 @@ _METRIC_TITLES = {
     "auroc": "AUROC (test; macro one-vs-rest for several classes)",
     "fidelity_cosine": "Retrieval fidelity: cosine similarity to the true tokens "
     "(entries hidden by the simulator, test split; higher is better)",
+    "fidelity_probe_r2": "Retrieval fidelity: linear-probe R^2 of the hidden modality's "
+    "preprocessed features from the completed tokens (probe fitted on training rows; 0 = no "
+    "better than the training mean; higher is better)",
+    "fidelity_specificity": "Retrieval fidelity: specificity, cosine to the sample's own true "
+    "token minus mean cosine to other samples' true tokens (0 = the same fill for every "
+    "sample; higher is better)",
     "fidelity_mse": "Retrieval fidelity: MSE to the true tokens (lower is better)",
     "router_entropy": "MoE-Retriever router: normalised entropy of expert usage "
     "(1 = perfectly balanced over the eligible experts)",
