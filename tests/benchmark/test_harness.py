@@ -109,7 +109,10 @@ def test_aggregate_tables_match_the_raw_rows(tiny, spies, tmp_path):
         "seed",
         "metric",
         "value",
+        "split_seed",
+        "fold",
     ]
+    assert (raw["split_seed"] == raw["seed"]).all() and (raw["fold"] == 0).all()
     # one row per (method, rate, seed, metric)
     assert not raw.duplicated(["method", "missing_rate", "seed", "metric"]).any()
     assert set(raw["seed"]) == {0, 1, 2}

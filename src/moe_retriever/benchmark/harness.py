@@ -43,7 +43,13 @@ import numpy as np
 from moe_retriever.benchmark.anchors import ANCHORS, create_anchor
 from moe_retriever.benchmark.fidelity import probe_fidelity, token_fidelity
 from moe_retriever.benchmark.plots import plot_all
-from moe_retriever.benchmark.report import TABLE_METRICS, summarize, write_results
+from moe_retriever.benchmark.report import (
+    TABLE_METRICS,
+    comparisons_markdown,
+    summarize,
+    write_results,
+)
+from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
 from moe_retriever.data.core import MultimodalData
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, make_split
@@ -71,9 +77,11 @@ class RunInputs:
     test: MultimodalData  # masked: what the method predicts from
     test_full: MultimodalData  # the test samples before the simulator hid entries
     hidden_test: np.ndarray  # (N_test, M) bool: entries hidden by the simulator
-    seed: int
+    seed: int  # the model seed (initialisation, batch order, supporting-group draws)
     rate: float
     config: Any  # TrainConfig for the deep methods
+    split_seed: int | None = None  # the seed that drew split and mask (= seed unless vary=init)
+    fold: int = 0  # the test fold under repeated k-fold, 0 for a single holdout split
 
 
 @dataclass
@@ -247,19 +255,18 @@ def _digest(*arrays: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_run(
-    data: MultimodalData, rate: float, seed: int, val_fraction: float, test_fraction: float
-) -> tuple[Split, MultimodalData, dict[str, Any]]:
-    """The split and the (masked) data of one (rate, seed), shared by all methods."""
-    split = make_split(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+def _draw_mask(data: MultimodalData, rate: float, seed: int) -> tuple[MultimodalData, dict]:
+    """The data with a fraction ``rate`` of the observed entries hidden (MCAR, seeded)."""
     if rate > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             masked, report = simulate_missing(data, rate=rate, seed=seed)
-        mask_info = report.to_dict()
-    else:
-        masked, mask_info = data, {"requested_rate": 0.0, "achieved_rate": 0.0}
-    mask_info = {
+        return masked, report.to_dict()
+    return data, {"requested_rate": 0.0, "achieved_rate": 0.0}
+
+
+def _split_info(split: Split, masked: MultimodalData, mask_info: dict[str, Any]) -> dict[str, Any]:
+    return {
         **mask_info,
         "split_digest": _digest("|".join(split.train), "|".join(split.val), "|".join(split.test)),
         "mask_digest": _digest(masked.observed),
@@ -268,7 +275,113 @@ def prepare_run(
         "n_test": len(split.test),
         "n_complete_train": int(masked.select_ids(split.train).observed.all(1).sum()),
     }
-    return split, masked, mask_info
+
+
+def prepare_run(
+    data: MultimodalData, rate: float, seed: int, val_fraction: float, test_fraction: float
+) -> tuple[Split, MultimodalData, dict[str, Any]]:
+    """The split and the (masked) data of one (rate, seed), shared by all methods."""
+    split = make_split(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    masked, mask_info = _draw_mask(data, rate, seed)
+    return split, masked, _split_info(split, masked, mask_info)
+
+
+def stratified_folds(data: MultimodalData, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) per sample for stratified k-fold, like :func:`make_split`.
+
+    Per class, the members are shuffled (``default_rng(seed)``) and dealt round-robin to the
+    folds, continuing the deal across classes so fold sizes differ by at most one. Classes with
+    fewer than :data:`~moe_retriever.data.splits.MIN_CLASS_SIZE` samples get ``-1``: always in
+    training, never tested (as ``make_split`` keeps them out of validation and test).
+    """
+    from moe_retriever.data.splits import MIN_CLASS_SIZE
+
+    if k < 2:
+        raise ValueError(f"cross-validation needs k >= 2 folds, got {k}")
+    y = np.asarray(data.y) if data.y is not None else np.zeros(data.n_samples, dtype=np.int64)
+    classes, sizes = np.unique(y, return_counts=True)
+    n_strat = int(sizes[sizes >= MIN_CLASS_SIZE].sum())
+    if n_strat < k:
+        raise ValueError(
+            f"cross-validation with k={k} folds needs at least {k} samples in classes of "
+            f">= {MIN_CLASS_SIZE}; data {data.name!r} has {n_strat}"
+        )
+    rng = np.random.default_rng(seed)
+    fold = np.full(data.n_samples, -1, dtype=np.int64)
+    offset = 0
+    for c, size in zip(classes, sizes):
+        if size < MIN_CLASS_SIZE:
+            continue
+        members = np.nonzero(y == c)[0]
+        members = members[rng.permutation(len(members))]
+        fold[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)
+    return fold
+
+
+def cv_split(
+    data: MultimodalData, folds: np.ndarray, fold: int, val_fraction: float, seed: int
+) -> Split:
+    """Test = fold ``fold``; validation carved stratified (``val_fraction`` of the rest) from
+    the rest, with a seed derived from (``seed``, ``fold``); training = what remains."""
+    ids = data.ids
+    rest = data.subset(folds != fold)
+    sub_seed = int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small classes stay in training, as in make_split
+        inner = make_split(rest, val_fraction=val_fraction, test_fraction=0.0, seed=sub_seed)
+    return Split(train=inner.train, val=inner.val, test=ids[folds == fold].tolist(), seed=seed)
+
+
+@dataclass
+class _Unit:
+    """One (rate, seed[, fold]) run shared by every method."""
+
+    key: str
+    seed: int
+    split_seed: int
+    fold: int
+    split: Split
+    masked: MultimodalData
+    info: dict[str, Any]
+
+
+def _units(
+    data: MultimodalData,
+    rate: float,
+    seed: int,
+    cfg: Any,
+    vary: str,
+    split_seed: int,
+    cv: int | None,
+) -> list[_Unit]:
+    """The runs of one (rate, seed): one holdout split, or the ``cv`` folds of one repeat."""
+    vf, tf = cfg.data.val_fraction, cfg.data.test_fraction
+    base = f"rate={rate:g}/seed={seed}"
+    if cv:
+        masked, mask_info = _draw_mask(data, rate, seed)
+        folds = stratified_folds(data, cv, seed)
+        out = []
+        for f in range(cv):
+            split = cv_split(data, folds, f, vf, seed)
+            out.append(
+                _Unit(
+                    f"{base}/fold={f}",
+                    seed,
+                    seed,
+                    f,
+                    split,
+                    masked,
+                    {**_split_info(split, masked, mask_info), "fold": f},
+                )
+            )
+        return out
+    s_seed = split_seed if vary == "init" else seed
+    split, masked, info = prepare_run(data, rate, s_seed, vf, tf)
+    return [_Unit(base, seed, s_seed, 0, split, masked, {**info, "split_seed": s_seed})]
+
+
+VARY_MODES = ("split", "init")
 
 
 def run_benchmark(
@@ -282,6 +395,12 @@ def run_benchmark(
     title: str | None = None,
     command: str | None = None,
     threads: int | None = 1,
+    *,
+    vary: str = "split",
+    split_seed: int = 0,
+    cv: int | None = None,
+    references: Sequence[str] | None = None,
+    interval: str = "t",
 ) -> BenchmarkResult:
     """Run ``methods`` x ``missing_rates`` x ``seeds`` on ``data``; write outputs to ``out``.
 
@@ -289,13 +408,24 @@ def run_benchmark(
     ``data.val_fraction`` / ``data.test_fraction`` size the splits. Returns the raw rows and
     the metadata; with ``out`` also writes the files described in the module docstring.
 
+    ``vary``: ``"split"`` (default) draws split and mask per seed; ``"init"`` holds them fixed
+    (drawn with ``split_seed``) and varies only the model seed, so the spread is training
+    instability alone. ``cv``: repeated stratified ``cv``-fold, each seed a repeat, each fold a
+    run (units (seed, fold); masks per (rate, seed) on the whole data). ``references`` and
+    ``interval`` (``"t"`` or ``"bootstrap"``) shape the paired comparisons of the reports
+    (:func:`moe_retriever.benchmark.stats.compare_to_references`); under ``cv`` the t interval
+    is the Nadeau-Bengio corrected one and the bootstrap is refused (folds share training data).
+
     ``threads``: CPU threads for torch and for the BLAS/OpenMP pools of numpy/scikit-learn
     while the benchmark runs (restored afterwards); ``None`` leaves them alone. The default 1
     is measured: on 2 shared cores a miniacc MoE-Retriever fit took 5.7 s with 1 thread and
     29-34 s with 2, and a HistGradientBoosting fit 0.18 s against 5.7 s (docs/DEFAULTS.md).
     """
+    opts = _Options(vary, int(split_seed), cv, list(references) if references else None, interval)
+    opts.check()
+    args = (data, methods, missing_rates, seeds, config, out, log, title, command, opts)
     if threads is None:
-        return _run_benchmark(data, methods, missing_rates, seeds, config, out, log, title, command)
+        return _run_benchmark(*args)
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -303,11 +433,57 @@ def run_benchmark(
     torch.set_num_threads(int(threads))
     try:
         with threadpool_limits(limits=int(threads)):
-            return _run_benchmark(
-                data, methods, missing_rates, seeds, config, out, log, title, command
-            )
+            return _run_benchmark(*args)
     finally:
         torch.set_num_threads(previous)
+
+
+@dataclass
+class _Options:
+    vary: str = "split"
+    split_seed: int = 0
+    cv: int | None = None
+    references: list[str] | None = None
+    interval: str = "t"
+
+    def check(self) -> None:
+        if self.vary not in VARY_MODES:
+            raise ValueError(f"vary must be one of {', '.join(VARY_MODES)}; got {self.vary!r}")
+        if self.interval not in ("t", "bootstrap"):
+            raise ValueError(f"interval must be 't' or 'bootstrap'; got {self.interval!r}")
+        if self.cv is not None:
+            if int(self.cv) < 2:
+                raise ValueError(f"cv needs at least 2 folds, got {self.cv}")
+            if self.vary == "init":
+                raise ValueError(
+                    "cv and vary='init' exclude each other: k-fold varies the split by design; "
+                    "use vary='init' with a single holdout split"
+                )
+            if self.interval == "bootstrap":
+                raise ValueError(
+                    "the bootstrap interval is not offered with cv: folds share training data, "
+                    "so resampling them as independent units understates the spread; use the "
+                    "t interval (Nadeau-Bengio corrected under cv)"
+                )
+
+    def mode_line(self, seeds: Sequence[int]) -> str:
+        if self.cv:
+            return (
+                f"mode: repeated stratified {self.cv}-fold (`--cv {self.cv}`): each seed a "
+                f"repeat with its own folds and mask, each fold a run (units = seed x fold, "
+                f"{len(seeds) * int(self.cv)} per method and rate); the spread mixes split and "
+                "initialisation"
+            )
+        if self.vary == "init":
+            return (
+                f"mode: initialisation only (`--vary init`): split and mask fixed, drawn with "
+                f"split seed {self.split_seed}; only the model seed varies over {list(seeds)}, "
+                "so the spread is training instability alone, not split variance"
+            )
+        return (
+            "mode: split (`--vary split`): each seed draws its own split and mask and seeds "
+            "the model, so the spread is split, mask and initialisation together"
+        )
 
 
 def _run_benchmark(
@@ -320,9 +496,8 @@ def _run_benchmark(
     log: Callable[[str], None] | None,
     title: str | None,
     command: str | None,
+    opts: _Options,
 ) -> BenchmarkResult:
-    from moe_retriever.training.metrics import classification_metrics
-
     if data.y is None:
         raise ValueError(f"benchmark needs labelled data; {data.name!r} has no labels")
     names = resolve_methods(methods)
@@ -333,8 +508,16 @@ def _run_benchmark(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
-    cfg = config if config is not None else benchmark_config()
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct (they are the paired units), got {seeds}")
     kinds = {n: _METHODS[n].kind for n in names}
+    for ref in opts.references or []:
+        if ref != BEST_ANCHOR and ref not in names:
+            raise ValueError(
+                f"reference {ref!r} is not among the benchmarked methods ({', '.join(names)}) "
+                f"and is not {BEST_ANCHOR!r}"
+            )
+    cfg = config if config is not None else benchmark_config()
     say = log or (lambda s: None)
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
@@ -344,6 +527,12 @@ def _run_benchmark(
         "kinds": kinds,
         "missing_rates": rates,
         "seeds": seeds,
+        "vary": opts.vary,
+        "split_seed": opts.split_seed if opts.vary == "init" and not opts.cv else None,
+        "cv": int(opts.cv) if opts.cv else None,
+        "interval": opts.interval,
+        "references": opts.references,
+        "mode": opts.mode_line(seeds),
         "config": cfg.to_dict() if hasattr(cfg, "to_dict") else cfg,
         "data": data.describe(),
         "masks": {},
@@ -355,80 +544,107 @@ def _run_benchmark(
     t_all = time.perf_counter()
     for seed in seeds:
         for rate in rates:
-            split, masked, mask_info = prepare_run(
-                data, rate, seed, cfg.data.val_fraction, cfg.data.test_fraction
-            )
-            key = f"rate={rate:g}/seed={seed}"
-            meta["masks"][key] = mask_info
-            train, val, test = apply_split(masked, split)
-            test_full = data.select_ids(split.test)
-            inputs = RunInputs(
-                train=train,
-                val=val,
-                test=test,
-                test_full=test_full,
-                hidden_test=test_full.observed & ~test.observed,
-                seed=seed,
-                rate=rate,
-                config=cfg,
-            )
-            for name in names:
-                t0 = time.perf_counter()
-                try:
-                    res = _METHODS[name].runner(inputs)
-                except Exception as exc:  # recorded, the benchmark goes on
-                    meta["failures"].append(
-                        {
-                            "method": name,
-                            "missing_rate": rate,
-                            "seed": seed,
-                            "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc(limit=6),
-                        }
-                    )
-                    say(f"[{key}] {name}: FAILED {type(exc).__name__}: {exc}")
-                    continue
-                seconds = time.perf_counter() - t0
-                metrics: dict[str, float] = dict(
-                    classification_metrics(test.y, res.proba, test.class_names)
+            for unit in _units(data, rate, seed, cfg, opts.vary, opts.split_seed, opts.cv):
+                key = unit.key
+                meta["masks"][key] = unit.info
+                train, val, test = apply_split(unit.masked, unit.split)
+                test_full = data.select_ids(unit.split.test)
+                inputs = RunInputs(
+                    train=train,
+                    val=val,
+                    test=test,
+                    test_full=test_full,
+                    hidden_test=test_full.observed & ~test.observed,
+                    seed=seed,
+                    rate=rate,
+                    config=cfg,
+                    split_seed=unit.split_seed,
+                    fold=unit.fold,
                 )
-                metrics["fit_seconds"] = seconds
-                if res.fidelity:
-                    metrics.update(res.fidelity)
-                if res.routing:
-                    metrics["router_entropy"] = float(res.routing.get("entropy", np.nan))
-                    meta["routing"][key] = res.routing
-                if res.info:
-                    meta["selections"].setdefault(name, {})[key] = res.info
-                for metric, value in metrics.items():
-                    rows.append(
-                        {
-                            "dataset": data.name,
-                            "method": name,
-                            "kind": kinds[name],
-                            "missing_rate": rate,
-                            "seed": seed,
-                            "metric": metric,
-                            "value": float(value),
-                        }
-                    )
-                say(
-                    f"[{key}] {name}: macro_f1={metrics['macro_f1']:.3f} "
-                    f"acc={metrics['accuracy']:.3f} auroc={metrics['auroc']:.3f}"
-                    + (
-                        f" fid_cos={metrics['fidelity_cosine']:.3f}"
-                        if "fidelity_cosine" in metrics
-                        else ""
-                    )
-                    + f" ({seconds:.1f} s)"
-                )
-            meta["wall_seconds"] = time.perf_counter() - t_all
-            if out is not None:
-                paths = _write(out, rows, meta, names, rates, title)
+                for name in names:
+                    rows += _run_one(name, kinds[name], inputs, key, data.name, meta, say)
+                meta["wall_seconds"] = time.perf_counter() - t_all
+                if out is not None:
+                    paths = _write(out, rows, meta, names, rates, title)
     meta["wall_seconds"] = time.perf_counter() - t_all
     if out is not None:
         paths = _write(out, rows, meta, names, rates, title)
     return BenchmarkResult(rows, meta, paths)
+
+
+def _run_one(
+    name: str,
+    kind: str,
+    inputs: RunInputs,
+    key: str,
+    dataset: str,
+    meta: dict[str, Any],
+    say: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """One method on one unit: its rows (or none, with the failure recorded in ``meta``)."""
+    from moe_retriever.training.metrics import classification_metrics
+
+    t0 = time.perf_counter()
+    try:
+        res = _METHODS[name].runner(inputs)
+    except Exception as exc:  # recorded, the benchmark goes on
+        meta["failures"].append(
+            {
+                "method": name,
+                "missing_rate": inputs.rate,
+                "seed": inputs.seed,
+                "split_seed": inputs.split_seed,
+                "fold": inputs.fold,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=6),
+            }
+        )
+        say(f"[{key}] {name}: FAILED {type(exc).__name__}: {exc}")
+        return []
+    seconds = time.perf_counter() - t0
+    metrics: dict[str, float] = dict(
+        classification_metrics(inputs.test.y, res.proba, inputs.test.class_names)
+    )
+    metrics["fit_seconds"] = seconds
+    if res.fidelity:
+        metrics.update(res.fidelity)
+    if res.routing:
+        metrics["router_entropy"] = float(res.routing.get("entropy", np.nan))
+        meta["routing"][key] = res.routing
+    if res.info:
+        meta["selections"].setdefault(name, {})[key] = res.info
+    rows = [
+        {
+            "dataset": dataset,
+            "method": name,
+            "kind": kind,
+            "missing_rate": inputs.rate,
+            "seed": inputs.seed,
+            "metric": metric,
+            "value": float(value),
+            "split_seed": inputs.split_seed,
+            "fold": inputs.fold,
+        }
+        for metric, value in metrics.items()
+    ]
+    say(
+        f"[{key}] {name}: macro_f1={metrics['macro_f1']:.3f} "
+        f"acc={metrics['accuracy']:.3f} auroc={metrics['auroc']:.3f}"
+        + (
+            f" fid_cos={metrics['fidelity_cosine']:.3f}"
+            f" spec={metrics.get('fidelity_specificity', np.nan):.3f}"
+            if "fidelity_cosine" in metrics
+            else ""
+        )
+        + f" ({seconds:.1f} s)"
+    )
+    return rows
+
+
+def _test_train_ratio(meta: dict[str, Any]) -> float | None:
+    """Mean n_test / n_train over the runs (the Nadeau-Bengio correction's ratio)."""
+    ratios = [m["n_test"] / m["n_train"] for m in meta["masks"].values() if m.get("n_train")]
+    return float(np.mean(ratios)) if ratios else None
 
 
 def _write(
@@ -442,10 +658,12 @@ def _write(
     from moe_retriever.benchmark.router import routing_markdown
 
     out = Path(out)
+    unit = "seed x fold" if meta.get("cv") else "seed"
     notes = [
-        f"dataset `{meta['dataset']}`; seeds {meta['seeds']}; mean ± std over seeds "
+        meta["mode"],
+        f"dataset `{meta['dataset']}`; seeds {meta['seeds']}; mean ± std over {unit}s "
         "(sample std); rate 0 = natural missingness only, other rates = MCAR on top "
-        "(same split and mask for every method at a given rate and seed)",
+        "(same split and mask for every method at a given rate and " + unit + ")",
         f"wall time so far: {meta.get('wall_seconds', 0.0):.0f} s",
     ]
     if meta.get("command"):
@@ -454,12 +672,34 @@ def _write(
         notes.append(
             "FAILED runs: "
             + "; ".join(
-                f"{f['method']} rate {f['missing_rate']:g} seed {f['seed']}: {f['error']}"
+                f"{f['method']} rate {f['missing_rate']:g} seed {f['seed']}"
+                + (f" fold {f['fold']}" if meta.get("cv") else "")
+                + f": {f['error']}"
                 for f in meta["failures"]
             )
         )
+    interval = "corrected-t" if meta.get("cv") else meta.get("interval", "t")
+    ratio = _test_train_ratio(meta) if meta.get("cv") else None
+    comparisons = compare_to_references(
+        rows,
+        meta["kinds"],
+        meta.get("references"),
+        metrics=COMPARISON_METRICS,
+        interval=interval,
+        test_train_ratio=ratio,
+    )
+    meta["comparisons"] = [c.to_dict() for c in comparisons]
+    meta["test_train_ratio"] = ratio
+    paired_md = comparisons_markdown(comparisons, names, rates, unit, ratio)
     paths = write_results(
-        out, rows, meta, title or f"Benchmark on {meta['dataset']}", names, rates, notes
+        out,
+        rows,
+        meta,
+        title or f"Benchmark on {meta['dataset']}",
+        names,
+        rates,
+        notes,
+        preface=paired_md,
     )
     routing_md = routing_markdown(meta["routing"])
     if routing_md:

@@ -1,6 +1,6 @@
 """Benchmark tables: raw rows -> mean ± std summary -> results.csv / results.md / results.json.
 
-The raw table has one row per (method, missing rate, seed, metric) with the columns
+The raw table has one row per (method, missing rate, seed, fold, metric) with the columns
 :data:`RESULT_COLUMNS`; everything else (the Markdown tables, the JSON summary, the plots) is
 computed from those rows alone, so the aggregate can always be checked against them.
 Standard deviations are sample standard deviations over seeds (ddof=1; 0 for one seed), NaN
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from moe_retriever.benchmark.stats import BEST_ANCHOR, PairedComparison, signed
+
 RESULT_COLUMNS: list[str] = [
     "dataset",
     "method",
@@ -26,6 +28,8 @@ RESULT_COLUMNS: list[str] = [
     "seed",
     "metric",
     "value",
+    "split_seed",  # the seed that drew split and mask (= seed unless --vary init)
+    "fold",  # the test fold under --cv K; 0 for a single holdout split
 ]
 
 #: the metrics shown in results.md, in this order (others stay in the CSV/JSON)
@@ -140,12 +144,18 @@ def results_markdown(
     rates: Sequence[float] | None = None,
     metrics: Sequence[str] = TABLE_METRICS,
     notes: Sequence[str] = (),
+    preface: str = "",
 ) -> str:
-    """results.md: a section per metric (mean ± std over seeds; best per column in bold)."""
+    """results.md: a section per metric (mean ± std over seeds; best per column in bold).
+
+    ``preface`` (Markdown, e.g. the paired comparisons) goes after the notes, before the
+    tables."""
     parts = [f"# {title}", ""]
     parts += [f"- {n}" for n in notes]
     if notes:
         parts.append("")
+    if preface:
+        parts += [preface.rstrip(), ""]
     for metric in metrics:
         table = markdown_table(
             summary, metric, methods, rates, digits=1 if metric == "fit_seconds" else 3
@@ -153,6 +163,104 @@ def results_markdown(
         if table:
             parts += [f"## {_METRIC_TITLES.get(metric, metric)}", "", table, ""]
     return "\n".join(parts)
+
+
+_INTERVAL_TEXT = {
+    "t": "paired t interval (scipy.stats.t, n - 1 degrees of freedom)",
+    "bootstrap": "percentile bootstrap interval (10000 resamples of the units, seed 0)",
+    "corrected-t": "Nadeau-Bengio corrected resampled t interval (variance x (1/n + "
+    "n_test/n_train), because folds share training data)",
+}
+
+
+def comparison_cell(c: PairedComparison, n_max: int) -> str:
+    """``+0.031 [−0.012, +0.074]``, with ▲ / ▼ where the interval excludes 0 and the unit
+    count where it is below ``n_max`` (a failed run or an undefined score dropped a unit)."""
+    if c.n == 0:
+        return "–"
+    if c.n < 2:
+        text = f"{signed(c.mean)} (n=1, no interval)"
+    else:
+        text = f"{signed(c.mean)} [{signed(c.low)}, {signed(c.high)}]"
+        if c.excludes_zero:
+            text += " ▲" if c.mean > 0 else " ▼"
+    if 1 < c.n < n_max:
+        text += f" (n={c.n})"
+    return text
+
+
+def comparisons_markdown(
+    comparisons: Sequence[PairedComparison],
+    methods: Sequence[str],
+    rates: Sequence[float],
+    unit: str = "seed",
+    test_train_ratio: float | None = None,
+) -> str:
+    """The paired-difference tables (one per metric and reference) and their sentences."""
+    if not comparisons:
+        return ""
+    interval = comparisons[0].interval
+    level = f"{100 * comparisons[0].level:g}%"
+    n_max = max(c.n for c in comparisons)
+    lines = [
+        "## Paired differences to reference methods",
+        "",
+        f"- each cell: mean over {unit}s of (method − reference) on the same split and mask, "
+        f"and its {level} {_INTERVAL_TEXT.get(interval, interval)}; n = {n_max} paired "
+        f"{unit}s unless the cell says otherwise",
+        "- ▲ / ▼: the interval excludes 0, the method is distinguishably above / below the "
+        "reference; no mark: the data cannot tell them apart",
+    ]
+    if interval == "corrected-t" and test_train_ratio is not None:
+        lines.append(f"- n_test / n_train = {test_train_ratio:.3f} (mean over the runs)")
+    lines.append("")
+    roles = list(dict.fromkeys(c.role for c in comparisons))
+    metrics = list(dict.fromkeys(c.metric for c in comparisons))
+    for metric in metrics:
+        for role in roles:
+            sub = [c for c in comparisons if c.metric == metric and c.role == role]
+            if not sub:
+                continue
+            refs = {c.missing_rate: c.reference for c in sub}
+            what = (
+                "the best classical anchor at each rate (highest mean macro-F1 among kind `anchor`)"
+                if role == BEST_ANCHOR
+                else f"`{role}`"
+            )
+            lines += [f"### {metric}: difference to {what}", ""]
+            cols = [r for r in rates if r in refs]
+            head = [
+                f"rate {r:g} (vs {refs[r]})" if role == BEST_ANCHOR else f"rate {r:g}" for r in cols
+            ]
+            lines.append("| method | " + " | ".join(head) + " |")
+            lines.append("|" + "---|" * (1 + len(cols)))
+            for m in methods:
+                cells = []
+                for r in cols:
+                    hit = [c for c in sub if c.method == m and c.missing_rate == r]
+                    if hit:
+                        cells.append(comparison_cell(hit[0], n_max))
+                    elif refs[r] == m:
+                        cells.append("(reference)")
+                    else:
+                        cells.append("–")
+                if any(x not in ("–",) for x in cells):
+                    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+            lines.append("")
+    lines += ["### In words", ""]
+    for c in comparisons:
+        text = c.sentence()
+        if c.dropped:
+            units = ", ".join(_unit_text(u) for u in c.dropped)
+            text += f" Not paired (a failed run or an undefined score): {units}."
+        lines.append(f"- rate {c.missing_rate:g}, {c.metric}: {text}")
+    return "\n".join(lines) + "\n"
+
+
+def _unit_text(u: Any) -> str:
+    if isinstance(u, tuple) and len(u) == 2:
+        return f"seed {u[0]}" + (f" fold {u[1]}" if u[1] else "")
+    return str(u)
 
 
 def _json_default(o: Any) -> Any:
@@ -183,6 +291,7 @@ def write_results(
     methods: Sequence[str] | None = None,
     rates: Sequence[float] | None = None,
     notes: Sequence[str] = (),
+    preface: str = "",
 ) -> dict[str, Path]:
     """Write results.csv (raw rows), results.md (tables) and results.json (all of it).
 
@@ -199,7 +308,9 @@ def write_results(
         "json": out / "results.json",
     }
     df.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(results_markdown(summary, title, methods, rates, notes=notes))
+    paths["md"].write_text(
+        results_markdown(summary, title, methods, rates, notes=notes, preface=preface)
+    )
     payload = {
         **meta,
         "summary": summary.to_dict(orient="records"),

@@ -36,15 +36,25 @@ import numpy as np
 from scipy import stats as sps
 
 __all__ = [
+    "BEST_ANCHOR",
+    "COMPARISON_METRICS",
     "INTERVALS",
     "PairedComparison",
     "bootstrap_interval",
+    "compare_to_references",
     "paired_comparison",
     "t_interval",
 ]
 
 #: interval names accepted by :func:`paired_comparison`
 INTERVALS = ("t", "bootstrap", "corrected-t")
+
+#: the reference that stands for "the classical anchor with the highest mean macro-F1 at
+#: this rate" (resolved per missing rate)
+BEST_ANCHOR = "best-anchor"
+
+#: the headline metrics every method is compared on (higher is better for both)
+COMPARISON_METRICS = ("macro_f1", "auroc")
 
 _INTERVAL_WORDS = {
     "t": "paired t interval",
@@ -68,6 +78,7 @@ class PairedComparison:
     interval: str
     level: float = 0.95
     missing_rate: float | None = None
+    role: str = ""  # how the reference was chosen: its name, or BEST_ANCHOR
     units: list[Any] = field(default_factory=list)
     dropped: list[Any] = field(default_factory=list)
 
@@ -220,3 +231,87 @@ def _sorted(units: Iterable[Any]) -> list[Any]:
         return sorted(items)
     except TypeError:
         return items
+
+
+def _unit_of(row: Mapping[str, Any]) -> tuple[int, int]:
+    fold = row.get("fold", 0)
+    if fold is None or (isinstance(fold, float) and math.isnan(fold)):
+        fold = 0
+    return int(row["seed"]), int(fold)
+
+
+def compare_to_references(
+    rows: Iterable[Mapping[str, Any]],
+    kinds: Mapping[str, str],
+    references: Sequence[str] | None = None,
+    metrics: Sequence[str] = COMPARISON_METRICS,
+    interval: str = "t",
+    test_train_ratio: float | None = None,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[PairedComparison]:
+    """Every method against each reference, per missing rate and metric, from raw rows.
+
+    ``rows``: the benchmark's long rows (``method``, ``missing_rate``, ``seed``, ``fold``,
+    ``metric``, ``value``); units are (seed, fold). ``kinds``: method -> kind. ``references``:
+    method names or :data:`BEST_ANCHOR`; default ``[BEST_ANCHOR, "zero"]``, each where
+    present. :data:`BEST_ANCHOR` is, per rate, the method of kind ``"anchor"`` with the highest
+    mean macro-F1 over its units. A reference is never compared with itself.
+    """
+    scores: dict[tuple[str, float, str], dict[tuple[int, int], float]] = {}
+    for r in rows:
+        if r["metric"] not in metrics and r["metric"] != "macro_f1":
+            continue
+        key = (str(r["method"]), float(r["missing_rate"]), str(r["metric"]))
+        scores.setdefault(key, {})[_unit_of(r)] = float(r["value"])
+    methods = list(dict.fromkeys(m for m, _, _ in scores))
+    rates = sorted({rate for _, rate, _ in scores})
+    refs = list(references) if references else [BEST_ANCHOR, "zero"]
+    out: list[PairedComparison] = []
+    for rate in rates:
+        for role in refs:
+            ref = _resolve_reference(role, rate, scores, methods, kinds)
+            if ref is None:
+                continue
+            for metric in metrics:
+                ref_scores = scores.get((ref, rate, metric))
+                if ref_scores is None:
+                    continue
+                for m in methods:
+                    if m == ref or (m, rate, metric) not in scores:
+                        continue
+                    c = paired_comparison(
+                        scores[(m, rate, metric)],
+                        ref_scores,
+                        m,
+                        ref,
+                        metric,
+                        interval=interval,
+                        level=level,
+                        test_train_ratio=test_train_ratio,
+                        seed=seed,
+                        missing_rate=rate,
+                    )
+                    c.role = role
+                    out.append(c)
+    return out
+
+
+def _resolve_reference(
+    role: str,
+    rate: float,
+    scores: Mapping[tuple[str, float, str], Mapping[tuple[int, int], float]],
+    methods: Sequence[str],
+    kinds: Mapping[str, str],
+) -> str | None:
+    if role != BEST_ANCHOR:
+        return role if (role, rate, "macro_f1") in scores else None
+    best, best_mean = None, -math.inf
+    for m in methods:
+        vals = [v for v in scores.get((m, rate, "macro_f1"), {}).values() if not math.isnan(v)]
+        if kinds.get(m) != "anchor" or not vals:
+            continue
+        mean = float(np.mean(vals))
+        if mean > best_mean:
+            best, best_mean = m, mean
+    return best
