@@ -82,12 +82,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="continue an interrupted run from its last checkpoint (config and split from it)",
     )
     p.add_argument("--devices", type=int, default=None, help="processes/devices (default: 1)")
-    p.add_argument(
-        "--strategy", default=None, help="Lightning strategy, e.g. ddp (default: auto)"
-    )
-    p.add_argument(
-        "--accelerator", default=None, help="cpu, gpu or auto (default: config, auto)"
-    )
+    p.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp (default: auto)")
+    p.add_argument("--accelerator", default=None, help="cpu, gpu or auto (default: config, auto)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -220,9 +216,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", help="a run folder written by `train`")
     p.add_argument("data", help="dataset name or data folder (labels not needed)")
-    p.add_argument(
-        "--out", default="predictions.csv", help="output CSV (default: predictions.csv)"
-    )
+    p.add_argument("--out", default="predictions.csv", help="output CSV (default: predictions.csv)")
     p.add_argument(
         "--embeddings",
         action="store_true",
@@ -275,9 +269,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="MoE-Retriever vs zero-fill on the embedded miniacc data, 3 seeds, table + plots",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    p.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)"
-    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -316,15 +308,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=[0.0, 0.3, 0.5],
         help="added MCAR missing rates; 0 = natural missingness only (default: 0 0.3 0.5)",
     )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/benchmark-<dataset>)")
     p.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)"
-    )
-    p.add_argument(
-        "--out", default=None, help="output folder (default: runs/benchmark-<dataset>)"
-    )
-    p.add_argument(
-        "--config", default=None, help="YAML training config of the deep methods (default: "
-        "built-in defaults)"
+        "--config",
+        default=None,
+        help="YAML training config of the deep methods (default: built-in defaults)",
     )
     p.add_argument(
         "--set",
@@ -341,6 +330,44 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="CPU threads for torch and numpy/scikit-learn during the run (default: 1, "
         "measured fastest on a shared 2-core machine; 0 = leave as is)",
+    )
+    p.add_argument(
+        "--reference",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="methods every other method is compared with (paired difference and 95%% "
+        "interval per rate); best-anchor = the classical anchor with the highest mean "
+        "macro-F1 at each rate (default: best-anchor and zero, where present)",
+    )
+    p.add_argument(
+        "--interval",
+        choices=["t", "bootstrap"],
+        default="t",
+        help="95%% interval of the paired differences: t = paired t (Nadeau-Bengio corrected "
+        "under --cv), bootstrap = seeded percentile bootstrap over seeds (default: t)",
+    )
+    p.add_argument(
+        "--cv",
+        type=int,
+        default=None,
+        metavar="K",
+        help="repeated stratified K-fold: each seed a repeat, each fold a run whose test part "
+        "is the fold, validation carved from the rest (default: one holdout split per seed)",
+    )
+    p.add_argument(
+        "--vary",
+        choices=["split", "init"],
+        default="split",
+        help="split = each seed draws split, mask and model init; init = split and mask fixed "
+        "(--split-seed), only the model seed varies: training instability alone "
+        "(default: split)",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="with --vary init: the seed of the fixed split and mask (default: 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     p.set_defaults(func=_cmd_benchmark)
@@ -360,6 +387,25 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             raise UserError(f"--missing-rates must be in [0, 1), got {r}")
     if args.threads < 0:
         raise UserError(f"--threads must be >= 0, got {args.threads}")
+    if args.cv is not None and args.cv < 2:
+        raise UserError(f"--cv needs K >= 2 folds, got {args.cv}")
+    if args.cv is not None and args.vary == "init":
+        raise UserError("--cv and --vary init exclude each other (k-fold varies the split)")
+    if args.cv is not None and args.interval == "bootstrap":
+        raise UserError(
+            "--interval bootstrap is not offered with --cv: folds share training data; "
+            "use --interval t (Nadeau-Bengio corrected)"
+        )
+    if args.vary != "init" and args.split_seed != 0:
+        raise UserError("--split-seed applies to --vary init only")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UserError(f"--seeds must be distinct (they are the paired units), got {args.seeds}")
+    for ref in args.reference or []:
+        if ref != "best-anchor" and ref not in methods:
+            raise UserError(
+                f"--reference {ref!r} is not among the benchmarked methods "
+                f"({', '.join(methods)}) and is not best-anchor"
+            )
     cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
@@ -375,6 +421,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         parts += ["--set", *args.overrides]
     if args.threads != 1:
         parts += ["--threads", str(args.threads)]
+    if args.reference:
+        parts += ["--reference", *args.reference]
+    if args.interval != "t":
+        parts += ["--interval", args.interval]
+    if args.cv is not None:
+        parts += ["--cv", str(args.cv)]
+    if args.vary != "split":
+        parts += ["--vary", args.vary, "--split-seed", str(args.split_seed)]
     parts += ["--out", str(out)]
     command = " ".join(shlex.quote(x) for x in parts)
     result = run_benchmark(
@@ -387,9 +441,19 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         log=None if args.quiet else print,
         command=command,
         threads=args.threads or None,
+        vary=args.vary,
+        split_seed=args.split_seed,
+        cv=args.cv,
+        references=args.reference,
+        interval=args.interval,
     )
     print()
-    print(Path(result.paths["md"]).read_text().split("## Accuracy")[0].rstrip())
+    md = Path(result.paths["md"]).read_text()
+    head = md.split("## Accuracy")[0]
+    if "### In words" in head:  # the sentences stay in the file; print tables only
+        words, _, rest = head.partition("### In words")
+        head = words + "## Macro-F1" + rest.partition("## Macro-F1")[2]
+    print(head.rstrip())
     if result.meta["failures"]:
         print(f"\n{len(result.meta['failures'])} run(s) failed; see results.json (failures)")
     print(f"\nwall time {result.meta['wall_seconds']:.0f} s; outputs in {out}")

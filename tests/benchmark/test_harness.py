@@ -236,3 +236,145 @@ def test_deep_methods_end_to_end_fidelity_and_router(tiny: MultimodalData, tmp_p
         assert sum(t["shares"].values()) == pytest.approx(1.0)
     md = (tmp_path / "results.md").read_text()
     assert "router inspection" in md and "fidelity" in md.lower()
+
+
+def test_vary_init_holds_split_and_mask_and_varies_the_model_seed(tiny, spies, tmp_path):
+    res = run_benchmark(
+        tiny, ["spy-a"], [0.5], [0, 1, 2], out=tmp_path, log=None, vary="init", split_seed=7
+    )
+    runs = spies["spy-a"]
+    assert [r["seed"] for r in runs] == [0, 1, 2]
+    for r in runs[1:]:
+        for key in ("train", "val", "test"):
+            assert r[key] == runs[0][key]
+        np.testing.assert_array_equal(r["observed"], runs[0]["observed"])
+    # the fixed split is the one split seed 7 draws in the default mode
+    default = run_benchmark(tiny, ["spy-b"], [0.5], [7], log=None)
+    assert spies["spy-b"][0]["test"] == runs[0]["test"]
+    np.testing.assert_array_equal(spies["spy-b"][0]["observed"], runs[0]["observed"])
+    assert default.meta["vary"] == "split"
+    raw = pd.read_csv(tmp_path / "results.csv")
+    assert set(raw["split_seed"]) == {7} and set(raw["seed"]) == {0, 1, 2}
+    payload = json.loads((tmp_path / "results.json").read_text())
+    assert payload["vary"] == "init" and payload["split_seed"] == 7
+    md = (tmp_path / "results.md").read_text()
+    assert "mode: initialisation only" in md.split("##")[0]
+    assert "split seed 7" in md
+    assert res.meta["mode"].startswith("mode: initialisation only")
+
+
+def test_cv_folds_test_every_sample_once_per_repeat_with_shared_masks(tiny, spies, tmp_path):
+    res = run_benchmark(
+        tiny, ["spy-a", "spy-b"], [0.5], [0, 1], out=tmp_path, log=None, cv=3, references=["spy-b"]
+    )
+    a, b = spies["spy-a"], spies["spy-b"]
+    assert len(a) == len(b) == 6  # 2 repeats x 3 folds
+    for ra, rb in zip(a, b):
+        assert ra["test"] == rb["test"] and ra["train"] == rb["train"]
+        np.testing.assert_array_equal(ra["observed"], rb["observed"])
+    pos = {s: i for i, s in enumerate(tiny.ids)}
+    for seed in (0, 1):
+        runs = [r for r in a if r["seed"] == seed]
+        tested = [i for r in runs for i in r["test"]]
+        assert sorted(tested) == sorted(tiny.ids.tolist())  # each sample tested exactly once
+        for r in runs:
+            assert not set(r["train"]) & set(r["test"]) and not set(r["val"]) & set(r["test"])
+            assert not set(r["train"]) & set(r["val"])
+            assert len(r["train"]) + len(r["val"]) + len(r["test"]) == tiny.n_samples
+            # stratified: every class in every test fold, sizes within one per class
+            counts = np.bincount(tiny.y[[pos[i] for i in r["test"]]], minlength=3)
+            assert counts.min() >= 9 and counts.max() - counts.min() <= 1
+            # val carved from the rest with val_fraction (default 0.15) of the rest
+            rest = len(r["train"]) + len(r["val"])
+            assert len(r["val"]) == pytest.approx(0.15 * rest, abs=2)
+        # one mask per (rate, seed): the same entries hidden in every fold of a repeat
+        full = {}
+        for r in runs:
+            order = r["train"] + r["val"] + r["test"]
+            for sid, row in zip(order, r["observed"]):
+                full.setdefault(sid, row)
+                np.testing.assert_array_equal(full[sid], row)
+    assert [r["test"] for r in a if r["seed"] == 0] != [r["test"] for r in a if r["seed"] == 1]
+    raw = pd.read_csv(tmp_path / "results.csv")
+    assert set(zip(raw["seed"], raw["fold"])) == {(s, f) for s in (0, 1) for f in range(3)}
+    cmp = [c for c in res.meta["comparisons"] if c["metric"] == "macro_f1"]
+    assert cmp and all(c["interval"] == "corrected-t" and c["n"] == 6 for c in cmp)
+    assert res.meta["test_train_ratio"] == pytest.approx(30 / 51, abs=0.05)
+    md = (tmp_path / "results.md").read_text()
+    assert "Nadeau-Bengio" in md and "repeated stratified 3-fold" in md
+    with pytest.raises(ValueError, match="bootstrap"):
+        run_benchmark(tiny, ["spy-a"], [0.5], [0], log=None, cv=3, interval="bootstrap")
+    with pytest.raises(ValueError, match="exclude each other"):
+        run_benchmark(tiny, ["spy-a"], [0.5], [0], log=None, cv=3, vary="init")
+
+
+def test_references_and_a_failed_run_drops_only_that_unit(tiny, spies, tmp_path):
+    def flaky(inputs: RunInputs) -> MethodResult:
+        if inputs.seed == 1:
+            raise RuntimeError("seed 1 fails on purpose")
+        proba = np.zeros((inputs.test.n_samples, 3))
+        proba[np.arange(inputs.test.n_samples), inputs.test.y] = 1.0  # perfect
+        return MethodResult(proba)
+
+    register_method("flaky", "completion", flaky)
+    try:
+        res = run_benchmark(
+            tiny,
+            ["flaky", "spy-a", "lr-mean-impute"],
+            [0.0],
+            [0, 1, 2],
+            out=tmp_path,
+            log=None,
+            references=["spy-a"],
+        )
+    finally:
+        harness._METHODS.pop("flaky", None)
+    comps = {(c["method"], c["metric"]): c for c in res.meta["comparisons"]}
+    assert {c["reference"] for c in res.meta["comparisons"]} == {"spy-a"}
+    f1 = comps[("flaky", "macro_f1")]
+    assert f1["n"] == 2 and f1["units"] == [[0, 0], [2, 0]] and f1["dropped"] == [[1, 0]]
+    raw = pd.DataFrame(res.rows)
+    prior = raw[(raw.method == "spy-a") & (raw.metric == "macro_f1")].set_index("seed")["value"]
+    assert f1["mean"] == pytest.approx(float(np.mean([1 - prior[0], 1 - prior[2]])))
+    assert comps[("lr-mean-impute", "macro_f1")]["n"] == 3
+    md = (tmp_path / "results.md").read_text()
+    assert "### macro_f1: difference to `spy-a`" in md
+    assert "(n=2)" in md and "Not paired (a failed run or an undefined score): seed 1." in md
+    assert "`flaky` is distinguishably above `spy-a`" in md
+    with pytest.raises(ValueError, match="reference 'nope' is not among"):
+        run_benchmark(tiny, ["spy-a"], [0.0], [0], log=None, references=["nope"])
+
+
+def test_default_references_are_the_best_anchor_per_rate_and_zero():
+    from moe_retriever.benchmark.stats import compare_to_references
+
+    rows = []
+    scores = {  # method -> rate -> per-seed macro_f1
+        "zero": {0.0: [0.5, 0.6, 0.7], 0.5: [0.4, 0.5, 0.6]},
+        "a1": {0.0: [0.8, 0.8, 0.9], 0.5: [0.3, 0.3, 0.3]},
+        "a2": {0.0: [0.7, 0.7, 0.7], 0.5: [0.6, 0.6, 0.7]},
+        "deep": {0.0: [0.9, 0.9, 1.0], 0.5: [0.7, 0.8, 0.9]},
+    }
+    for m, by_rate in scores.items():
+        for rate, vals in by_rate.items():
+            for seed, v in enumerate(vals):
+                rows.append(
+                    {
+                        "method": m,
+                        "missing_rate": rate,
+                        "seed": seed,
+                        "fold": 0,
+                        "metric": "macro_f1",
+                        "value": v,
+                    }
+                )
+    kinds = {"zero": "completion", "a1": "anchor", "a2": "anchor", "deep": "completion"}
+    comps = compare_to_references(rows, kinds, metrics=["macro_f1"])
+    best = {c.missing_rate: c.reference for c in comps if c.role == "best-anchor"}
+    assert best == {0.0: "a1", 0.5: "a2"}
+    deep0 = next(c for c in comps if c.method == "deep" and c.reference == "a1")
+    assert deep0.mean == pytest.approx(0.1) and deep0.sd == pytest.approx(0.0)
+    assert {c.reference for c in comps if c.role == "zero"} == {"zero"}
+    assert not any(c.method == c.reference for c in comps)
+    boot = compare_to_references(rows, kinds, ["zero"], ["macro_f1"], interval="bootstrap")
+    assert {c.interval for c in boot} == {"bootstrap"} and {c.role for c in boot} == {"zero"}
