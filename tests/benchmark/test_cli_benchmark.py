@@ -15,12 +15,13 @@ def test_benchmark_command_writes_outputs(tmp_path, capsys):
             "synthetic",
             "--methods",
             "zero",
-            "lr-mean-impute",
+            "lr-late-fusion",
             "--missing-rates",
             "0",
             "0.5",
             "--seeds",
             "0",
+            "1",
             "--out",
             str(out),
             "--quiet",
@@ -37,7 +38,7 @@ def test_benchmark_command_writes_outputs(tmp_path, capsys):
     for name in ("results.csv", "results.md", "results.json"):
         assert (out / name).is_file()
     payload = json.loads((out / "results.json").read_text())
-    assert payload["methods"] == ["zero", "lr-mean-impute"]
+    assert payload["methods"] == ["zero", "lr-late-fusion"]
     assert payload["missing_rates"] == [0.0, 0.5]
     assert payload["config"]["train"]["epochs"] == 2
     assert payload["command"].startswith("moe-retriever benchmark synthetic --methods zero")
@@ -45,6 +46,38 @@ def test_benchmark_command_writes_outputs(tmp_path, capsys):
     assert (out / "plots" / "macro_f1.png").is_file()
     printed = capsys.readouterr().out
     assert "Macro-F1" in printed and "wall time" in printed
+    # the paired table: zero against the best anchor (lr-late-fusion), 2 seeds, t interval
+    md = (out / "results.md").read_text()
+    assert "mode: split" in md.split("##")[0]
+    assert "### macro_f1: difference to the best classical anchor" in md
+    assert "| rate 0 (vs lr-late-fusion) | rate 0.5 (vs lr-late-fusion) |" in md
+    assert "95% paired t interval" in md and "n = 2 paired seeds" in md
+    cmp = [c for c in payload["comparisons"] if c["metric"] == "macro_f1"]
+    assert {(c["method"], c["reference"]) for c in cmp} == {
+        ("zero", "lr-late-fusion"),
+        ("lr-late-fusion", "zero"),
+    }
+    for c in cmp:
+        assert c["n"] == 2 and c["low"] <= c["mean"] <= c["high"]
+    assert "| lr-late-fusion | (reference) | (reference) |" in md
+    assert "### macro_f1: difference to the best classical anchor" in printed
+
+
+def test_benchmark_option_conflicts_are_one_line_exit_2(tmp_path, capsys):
+    base = ["benchmark", "synthetic", "--methods", "zero", "--out", str(tmp_path)]
+    for extra, needle in (
+        (["--cv", "1"], "--cv needs K >= 2"),
+        (["--cv", "3", "--vary", "init"], "exclude each other"),
+        (["--cv", "3", "--interval", "bootstrap"], "--interval bootstrap"),
+        (["--split-seed", "3"], "--vary init only"),
+        (["--reference", "hgb"], "--reference 'hgb' is not among"),
+        (["--seeds", "1", "1"], "distinct"),
+    ):
+        rc = main(base + extra)
+        err = capsys.readouterr().err
+        assert rc == 2, extra
+        assert needle in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1
 
 
 def test_unknown_method_is_one_line_exit_2(tmp_path, capsys):
