@@ -8,10 +8,24 @@ method. Each method is fitted on the training part, chooses what it chooses (bes
 regularisation) on the validation part, and predicts the test part; the harness computes the
 metrics from the test labels. Nothing but the test labels' final scoring touches test data.
 
+Two other ways to draw the runs (the ``vary`` / ``cv`` arguments, ``--vary`` / ``--cv``):
+
+* ``vary="init"``: split and mask are drawn ONCE with ``split_seed`` and held fixed; only the
+  model seed varies over ``seeds``, so the spread is training instability alone;
+* ``cv=K``: repeated stratified K-fold (:func:`stratified_folds`): each seed a repeat with its
+  own folds, each fold a run whose test part is the fold, validation carved stratified from the
+  rest (``val_fraction`` of it); the mask is drawn per (rate, seed) on the whole data, so every
+  method and fold of a repeat shares it. Units are (seed, fold).
+
+Rows carry ``split_seed`` (the seed of split and mask) and ``fold`` (0 without ``cv``) beside
+the model ``seed``. The reports pair every method with reference methods over these units
+(:mod:`.stats`; default references: the best classical anchor per rate and ``zero``).
+
 Per (method, rate, seed) it records the test metrics (``accuracy``, ``balanced_accuracy``,
 ``macro_f1``, ``auroc``), the wall time of the fit (``fit_seconds``), for methods with tokens
 the retrieval fidelity on the TEST entries hidden by the simulator (``fidelity_cosine``,
-``fidelity_mse``, also per modality; see :mod:`.fidelity`), and for ``moe-retriever`` the router
+``fidelity_mse``, the linear-probe ``fidelity_probe_r2`` and ``fidelity_specificity``, also per
+modality; see :mod:`.fidelity`), and for ``moe-retriever`` the router
 inspection (``router_entropy`` and the usage tables in results.json; see :mod:`.router`).
 
 Methods (``list_methods()``; ``"all"`` = all of them):
@@ -21,10 +35,12 @@ Methods (``list_methods()``; ``"all"`` = all of them):
 * ``reference``: ``complete-case`` and ``late-fusion`` (:mod:`.anchors`);
 * ``anchor``: ``lr-late-fusion``, ``lr-mean-impute``, ``hgb`` (:mod:`.anchors`).
 
-Outputs in ``out``: results.csv (raw rows), results.md (mean ± std tables), results.json (rows,
-summary, config, masks, selections, routing, failures), and ``plots/<metric>.png``. The files are
-rewritten after every (rate, seed), so an interrupted run leaves what it finished. A method that
-raises is recorded under ``failures`` (with the message) and the run goes on.
+Outputs in ``out``: results.csv (raw rows), results.md (paired differences to the references
+with 95% intervals and sentences, then mean ± std tables), results.json (rows, summary,
+comparisons, mode, config, masks, selections, routing, failures), and ``plots/<metric>.png``.
+The files are rewritten after every run unit, so an interrupted run leaves what it finished. A
+method that raises is recorded under ``failures`` (with the message) and the run goes on; its
+unit is then missing from that method's pairs, and the report says so.
 """
 
 from __future__ import annotations

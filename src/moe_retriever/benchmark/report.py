@@ -251,15 +251,15 @@ def comparisons_markdown(
     for c in comparisons:
         text = c.sentence()
         if c.dropped:
-            units = ", ".join(_unit_text(u) for u in c.dropped)
+            units = ", ".join(_unit_text(u, unit != "seed") for u in c.dropped)
             text += f" Not paired (a failed run or an undefined score): {units}."
         lines.append(f"- rate {c.missing_rate:g}, {c.metric}: {text}")
     return "\n".join(lines) + "\n"
 
 
-def _unit_text(u: Any) -> str:
+def _unit_text(u: Any, with_fold: bool) -> str:
     if isinstance(u, tuple) and len(u) == 2:
-        return f"seed {u[0]}" + (f" fold {u[1]}" if u[1] else "")
+        return f"seed {u[0]}" + (f" fold {u[1]}" if with_fold else "")
     return str(u)
 
 
