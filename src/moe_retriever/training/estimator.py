@@ -25,8 +25,10 @@ script per process, so it works from scripts and the command line, not from note
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -88,6 +90,32 @@ def quiet_lightning() -> Iterator[None]:
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds more than tensors and plain data (or cannot be read at all)."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with ``weights_only=True``: tensors and plain containers only.
+
+    A checkpoint is a pickle; unpickling one with ``weights_only=False`` runs whatever callable
+    it names, so a tampered run folder would execute code on ``--resume``. Anything the safe
+    unpickler refuses (or a file that is not a checkpoint) raises one line naming the file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"checkpoint {str(path)!r} was refused: it is not a plain weights-only checkpoint "
+            f"(it may hold code, which is never unpickled) [{reason[:160]}]"
+        ) from None
+    if not isinstance(state, dict):
+        raise UnsafeCheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict"
+        )
+    return state
 
 
 def _say(msg: str) -> None:
@@ -246,10 +274,16 @@ class MoERetrieverClassifier:
                 if fault is not None:
                     callbacks.append(fault)
                 trainer = self._trainer(cfg, root, callbacks, has_val)
-                trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+                fit_kw: dict[str, Any] = {}
+                if ckpt_path:
+                    load_checkpoint(ckpt_path)  # refuse a tampered checkpoint before Lightning
+                    fit_kw["ckpt_path"] = str(ckpt_path)
+                    if "weights_only" in inspect.signature(trainer.fit).parameters:
+                        fit_kw["weights_only"] = True
+                trainer.fit(module, datamodule=dm, **fit_kw)
                 best = ckpt_cb.best_model_path if has_val else ""
                 best = best or ckpt_cb.last_model_path
-                state = torch.load(best, map_location="cpu", weights_only=False)
+                state = load_checkpoint(best)
                 prefix = "model."
                 model.load_state_dict(
                     {
