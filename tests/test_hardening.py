@@ -6,10 +6,14 @@ Trainings here are tiny (2 epochs, dim 16, 2 tokens) so the whole file stays fas
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -17,6 +21,7 @@ from moe_retriever.cli import main
 from moe_retriever.data.readers import write_folder
 from moe_retriever.datasets import load_dataset
 from moe_retriever.training.estimator import UnsafeCheckpointError, load_checkpoint
+from moe_retriever.training.runs import run_models
 
 FAST = [
     "--set",
@@ -103,3 +108,134 @@ def test_resume_refuses_a_tampered_checkpoint(run: Path, tmp_path: Path, capsys:
     err = _one_line_error(capsys)
     assert "last.ckpt" in err and "refused" in err
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------ helpers
+def _csv_folder(path: Path, data: Any, labels: bool = True) -> Path:
+    """``data`` as plain CSV files with no meta.json, as a new user would write them."""
+    path.mkdir(parents=True)
+    for j, m in enumerate(data.modalities):
+        rows = data.observed[:, j]
+        frame = pd.DataFrame(data.X[m][rows], columns=data.feature_names[m])
+        frame.insert(0, "id", data.ids[rows])
+        frame.to_csv(path / f"{m}.csv", index=False)
+    if labels:
+        names = np.asarray(data.class_names, dtype=object)
+        pd.DataFrame({"id": data.ids, "label": names[data.y]}).to_csv(
+            path / "labels.csv", index=False
+        )
+    return path
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+# ------------------------------------------------------------------------------ evaluate
+def test_evaluate_one_class_file_uses_the_run_label_mapping(
+    run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    data = tiny_data()
+    est = run_models(run)[0]
+    only = data.subset(data.y == 1)  # class "c1" only; its file alone would code it as 0
+    truth = float((est.predict(only) == 1).mean())
+    folder = _csv_folder(tmp_path / "one_class", only)
+    assert main(["evaluate", str(run), str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["test"]["accuracy"]["mean"] == pytest.approx(truth)
+    assert 0.0 < truth < 1.0  # the swap would give 1 - truth: the check can tell them apart
+
+
+def test_evaluate_refuses_labels_the_model_does_not_know(
+    run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    data = tiny_data()
+    data.class_names = ["healthy", "sick"]
+    folder = _csv_folder(tmp_path / "renamed", data)
+    assert main(["evaluate", str(run), str(folder)]) == 2
+    err = _one_line_error(capsys)
+    assert "'healthy'" in err and "not classes of the model ['c0', 'c1']" in err
+
+
+def test_evaluate_warns_about_training_samples(run: Path, folder: Path, capsys: Any) -> None:
+    n_train = len(json.loads((run / "split.json").read_text())["train"])
+    assert main(["evaluate", str(run), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["n_in_training_split"] == n_train
+    warning = [line for line in captured.err.splitlines() if "training split" in line]
+    assert len(warning) == 1 and f"{n_train} of 60 sample(s)" in warning[0]
+    assert "not test scores" in warning[0]
+    # the run's own test split has no training sample: no warning
+    assert main(["evaluate", str(run)]) == 0
+    assert "training split" not in capsys.readouterr().err
+
+
+def test_evaluate_on_a_read_only_run_folder_still_reports(
+    run: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    original = Path.write_text
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.name.startswith("evaluation_"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert main(["evaluate", str(run)]) == 0
+    captured = capsys.readouterr()
+    assert "accuracy" in captured.out
+    assert "could not write" in captured.err and "Traceback" not in captured.err
+
+
+# ------------------------------------------------------------------------------ predict
+@pytest.mark.parametrize("target", ["modality", "new_in_data", "run_json", "run_new"])
+def test_predict_never_overwrites_an_input(
+    run: Path, folder: Path, target: str, capsys: Any
+) -> None:
+    out = {
+        "modality": folder / "m0.parquet",
+        "new_in_data": folder / "predictions.csv",
+        "run_json": run / "run.json",
+        "run_new": run / "seed_0" / "predictions.csv",
+    }[target]
+    before_data, before_run = _digest(folder), _digest(run)
+    assert main(["predict", str(run), str(folder), "--out", str(out)]) == 2
+    err = _one_line_error(capsys)
+    assert "never overwrite inputs" in err
+    assert _digest(folder) == before_data and _digest(run) == before_run
+
+
+def test_predict_out_in_a_missing_folder_is_one_line(
+    run: Path, folder: Path, tmp_path: Path, capsys: Any
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["predict", str(run), str(folder), "--out", str(blocker / "p.csv")]) == 2
+    assert "does not exist" in _one_line_error(capsys)
+
+
+def test_predict_reports_imputed_cells_and_accepts_header_only_files(
+    run: Path, tmp_path: Path, capsys: Any
+) -> None:
+    data = tiny_data()
+    folder = _csv_folder(tmp_path / "new", data, labels=False)
+    m0 = pd.read_csv(folder / "m0.csv")
+    m0.iloc[0, 2] = np.nan  # one missing cell in an observed row
+    m0.to_csv(folder / "m0.csv", index=False)
+    header_only = pd.read_csv(folder / "m2.csv").iloc[:0]  # m2 absent for every sample
+    header_only.to_csv(folder / "m2.csv", index=False)
+    assert (folder / "m2.csv").read_text().count("\n") == 1
+    keep = data.observed[:, 0] | data.observed[:, 1]  # samples seen only in m2 are gone
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "modality 'm0': 1 missing cell(s) in observed rows were imputed" in err
+    assert "modality 'm2' is observed in no sample" in err
+    frame = pd.read_csv(out)
+    assert len(frame) == int(keep.sum())
+    assert not frame["observed"].str.contains("m2").any()

@@ -118,6 +118,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def _require_data(data: Any, what: str) -> None:
+    """Refuse anything but MultimodalData with a message that says how to build one."""
+    if isinstance(data, MultimodalData):
+        return
+    hint = "build one with moe_retriever.data.readers.from_arrays or read_folder"
+    if isinstance(data, dict):
+        hint = (
+            "a dict of tables becomes one with moe_retriever.data.readers.from_pandas(frames, "
+            "labels) (DataFrames) or from_arrays(X, labels) (arrays)"
+        )
+    raise TypeError(f"{what} must be a MultimodalData, got {type(data).__name__}; {hint}")
+
+
 def _say(msg: str) -> None:
     if getattr(rank_zero_only, "rank", 0) == 0:
         print(msg, flush=True)
@@ -200,6 +213,9 @@ class MoERetrieverClassifier:
         ``last.ckpt``) and ``history.csv`` there; otherwise a temporary folder is used.
         ``ckpt_path``: resume from this Lightning checkpoint (same data, config and seed).
         """
+        _require_data(train, "fit(train)")
+        if val is not None:
+            _require_data(val, "fit(val)")
         cfg = self.resolved_config()
         _apply_threads(cfg)
         if train.y is None:
@@ -280,7 +296,13 @@ class MoERetrieverClassifier:
                     fit_kw["ckpt_path"] = str(ckpt_path)
                     if "weights_only" in inspect.signature(trainer.fit).parameters:
                         fit_kw["weights_only"] = True
-                trainer.fit(module, datamodule=dm, **fit_kw)
+                try:
+                    trainer.fit(module, datamodule=dm, **fit_kw)
+                except SystemExit:
+                    # Lightning turns Ctrl-C into sys.exit(1); callers need to tell it apart
+                    if trainer.interrupted:
+                        raise KeyboardInterrupt from None
+                    raise
                 best = ckpt_cb.best_model_path if has_val else ""
                 best = best or ckpt_cb.last_model_path
                 state = load_checkpoint(best)
@@ -368,6 +390,7 @@ class MoERetrieverClassifier:
 
     def _tensors(self, data: MultimodalData) -> TensorSet:
         self._check_fitted()
+        _require_data(data, "data")
         if list(data.modalities) != self.modalities_:
             if set(data.modalities) != set(self.modalities_):
                 raise DataValidationError(
