@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ import torch
 
 from moe_retriever.cli import main
 from moe_retriever.data.readers import write_folder
+from moe_retriever.data.splits import Split, make_split
 from moe_retriever.datasets import load_dataset
 from moe_retriever.training.estimator import UnsafeCheckpointError, load_checkpoint
 from moe_retriever.training.runs import run_models
@@ -239,3 +244,125 @@ def test_predict_reports_imputed_cells_and_accepts_header_only_files(
     frame = pd.read_csv(out)
     assert len(frame) == int(keep.sum())
     assert not frame["observed"].str.contains("m2").any()
+
+
+# ------------------------------------------------------------------------------ run status
+def _status(run: Path) -> str:
+    return str(json.loads((run / "run.json").read_text())["status"])
+
+
+def test_failure_after_training_starts_is_recorded(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import moe_retriever.training.runs as runs
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise ValueError("disk on fire")
+
+    monkeypatch.setattr(runs, "evaluate_estimator", broken)
+    out = tmp_path / "failed"
+    assert main(["train", str(folder), "--seeds", "0", "--out", str(out), *FAST]) == 2
+    assert "disk on fire" in _one_line_error(capsys)
+    assert _status(out) == "failed: disk on fire"
+
+
+def test_interrupt_in_process_is_recorded(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MoERetrieverClassifier, "fit", interrupted)
+    out = tmp_path / "interrupted"
+    assert main(["train", str(folder), "--seeds", "0", "--out", str(out), *FAST]) == 130
+    assert f"--resume {out}" in capsys.readouterr().err
+    assert _status(out) == "interrupted"
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes(folder: Path, tmp_path: Path) -> None:
+    """A real SIGINT in a real process: Lightning turns it into exit(1); the run must say
+    'interrupted', exit 130 with one line, and --resume must finish it."""
+    out = tmp_path / "ctrl_c"
+    args = [*FAST]
+    args[args.index("train.epochs=2")] = "train.epochs=20"
+    args.insert(args.index("--accelerator"), "train.patience=null")  # no early stop
+    command = [sys.executable, "-m", "moe_retriever.cli", "train", str(folder), "--seeds", "0"]
+    proc = subprocess.Popen(
+        [*command, "--out", str(out), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    history = out / "seed_0" / "history.csv"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("moe-retriever: interrupted")
+    assert _status(out) == "interrupted"
+    assert main(["train", "--resume", str(out)]) == 0
+    assert _status(out) == "done"
+    assert len(pd.read_csv(history)) == 20
+
+
+def test_test_split_problems_are_found_before_training(tmp_path: Path, capsys: Any) -> None:
+    data = tiny_data()
+    empty = data.observed.copy()
+    empty[0] = False  # sample s00000 observes nothing
+    folder = tmp_path / "with_empty"
+    write_folder(data.with_observed(empty), folder)
+    split = make_split(data, seed=0)
+    parts = [[i for i in part if i != "s00000"] for part in (split.train, split.val, split.test)]
+    Split(train=parts[0], val=parts[1], test=["s00000", *parts[2]]).save(tmp_path / "split.json")
+    out = tmp_path / "run"
+    args = ["train", str(folder), "--out", str(out), *FAST]
+    args += ["--set", "data.split_file=" + str(tmp_path / "split.json")]
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "test split" in err and "'s00000'" in err and "no observed modality" in err
+    assert not out.exists()  # nothing written, so the same command works once fixed
+
+    # a class that only the test split holds would be scored as a silent zero
+    c1 = [i for i, y in zip(data.ids, data.y) if y == 1]
+    c0 = [i for i, y in zip(data.ids, data.y) if y == 0]
+    Split(train=c0[:-4], val=c0[-4:], test=c1).save(tmp_path / "split.json")
+    assert main(args) == 2
+    err = _one_line_error(capsys)
+    assert "classes ['c1'] have no training sample" in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------------ one-line errors
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seeds", "0", "0"], "--seeds lists [0] more than once"),
+        (["--set", "model.dim=0"], "model.dim must be >= 1, got 0"),
+        (["--accelerator", "gpu"], "no CUDA GPU is visible"),
+    ],
+)
+def test_train_option_errors_before_anything_is_written(
+    folder: Path, tmp_path: Path, extra: list[str], message: str, capsys: Any
+) -> None:
+    if "gpu" in extra and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "run"
+    assert main(["train", str(folder), "--out", str(out), *FAST, *extra]) == 2
+    assert message in _one_line_error(capsys)
+    assert not out.exists()  # a retry with the same --out works
+
+
+def test_estimator_given_a_dict_of_dataframes_says_how_to_convert() -> None:
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    frames = {"a": pd.DataFrame({"x": [1.0, 2.0]}), "b": pd.DataFrame({"y": [3.0, 4.0]})}
+    with pytest.raises(TypeError, match=r"got dict; .*from_pandas\(frames, labels\)"):
+        MoERetrieverClassifier(epochs=1).fit(frames)  # type: ignore[arg-type]
