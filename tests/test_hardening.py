@@ -366,3 +366,31 @@ def test_estimator_given_a_dict_of_dataframes_says_how_to_convert() -> None:
     frames = {"a": pd.DataFrame({"x": [1.0, 2.0]}), "b": pd.DataFrame({"y": [3.0, 4.0]})}
     with pytest.raises(TypeError, match=r"got dict; .*from_pandas\(frames, labels\)"):
         MoERetrieverClassifier(epochs=1).fit(frames)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ silent changes
+def test_whitespace_around_labels_is_stripped_with_a_warning(tmp_path: Path, capsys: Any) -> None:
+    data = tiny_data()
+    folder = _csv_folder(tmp_path / "spaces", data)
+    labels = pd.read_csv(folder / "labels.csv")
+    labels.loc[:2, "label"] = " " + labels.loc[:2, "label"] + " "
+    labels.to_csv(folder / "labels.csv", index=False)
+    assert main(["data", "describe", str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)["classes"]) == {"c0", "c1"}  # not a third class
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "labels of 3 sample(s) had spaces" in lines[0]
+    assert lines[0].startswith("moe-retriever: warning:")
+
+
+def test_a_modality_observed_nowhere_is_warned_about(tmp_path: Path) -> None:
+    from moe_retriever.data.core import DataWarning
+    from moe_retriever.data.readers import read_folder
+
+    folder = _csv_folder(tmp_path / "all_nan", tiny_data())
+    m1 = pd.read_csv(folder / "m1.csv")
+    m1.iloc[:, 1:] = np.nan
+    m1.to_csv(folder / "m1.csv", index=False)
+    with pytest.warns(DataWarning, match="modality 'm1' is observed in no sample"):
+        data = read_folder(folder)
+    assert not data.observed[:, 1].any()
