@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -394,3 +395,26 @@ def test_a_modality_observed_nowhere_is_warned_about(tmp_path: Path) -> None:
     with pytest.warns(DataWarning, match="modality 'm1' is observed in no sample"):
         data = read_folder(folder)
     assert not data.observed[:, 1].any()
+
+
+def test_a_run_whose_process_is_gone_reads_as_interrupted(run: Path, tmp_path: Path) -> None:
+    from moe_retriever.training.runs import read_run
+
+    copy = tmp_path / "stale"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "run.json").read_text())
+    assert info["status"] == "done" and info["pid"] == os.getpid()
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info.update(status="running", pid=int(finished.stdout))
+    (copy / "run.json").write_text(json.dumps(info))
+    assert read_run(copy)[0]["status"] == "interrupted"
+    # a live process keeps "running", and --resume refuses to race it
+    info["pid"] = os.getpid()
+    (copy / "run.json").write_text(json.dumps(info))
+    assert read_run(copy)[0]["status"] == "running"
+    assert main(["train", "--resume", str(copy)]) == 2

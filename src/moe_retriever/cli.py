@@ -173,6 +173,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "--seeds (or start a new run with --out)"
             )
         info, cfg = read_run(args.resume)
+        if info.get("status") == "running" and is_main_process():
+            raise UserError(
+                f"run {args.resume!r} is being trained right now (process {info.get('pid')}); "
+                "wait for it or stop it first"
+            )
         if args.data is not None and args.data != info["data"]:
             raise UserError(
                 f"run {args.resume!r} was trained on {info['data']!r}, not {args.data!r}"

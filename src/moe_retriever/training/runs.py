@@ -23,9 +23,11 @@ Under DDP every process runs this code; only global rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -138,6 +140,8 @@ def train_run(
                 "method": cfg.method,
                 "seeds": list(cfg.seeds),
                 "status": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "command": sys.argv,
                 "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             },
@@ -298,9 +302,27 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
         raise FileNotFoundError(
             f"{str(run_dir)!r} is not a run folder (run.json/config.yaml missing)"
         )
-    return json.loads((run_dir / "run.json").read_text()), TrainConfig.from_yaml(
-        run_dir / "config.yaml"
-    )
+    info = json.loads((run_dir / "run.json").read_text())
+    if info.get("status") == "running" and _process_gone(info):
+        # killed without a chance to say so (kill -9, power loss): the run is resumable
+        info["status"] = "interrupted"
+        with contextlib.suppress(OSError):
+            _write_json(run_dir / "run.json", info)
+    return info, TrainConfig.from_yaml(run_dir / "config.yaml")
+
+
+def _process_gone(info: dict[str, Any]) -> bool:
+    """True when run.json's training process ran on this host and no longer exists."""
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def run_models(run_dir: str | Path, seed: int | None = None) -> dict[int, MoERetrieverClassifier]:
