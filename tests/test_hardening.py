@@ -418,3 +418,13 @@ def test_a_run_whose_process_is_gone_reads_as_interrupted(run: Path, tmp_path: P
     (copy / "run.json").write_text(json.dumps(info))
     assert read_run(copy)[0]["status"] == "running"
     assert main(["train", "--resume", str(copy)]) == 2
+
+
+def test_train_into_an_unusable_out_is_one_line(folder: Path, tmp_path: Path, capsys: Any) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["train", str(folder), "--out", str(blocker), *FAST]) == 2
+    assert "is a file" in _one_line_error(capsys)
+    assert main(["train", str(folder), "--out", str(blocker / "run"), *FAST]) == 2
+    assert "a_file" in _one_line_error(capsys)
+    assert blocker.read_text() == "x"
