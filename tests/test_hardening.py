@@ -116,6 +116,20 @@ def test_resume_refuses_a_tampered_checkpoint(run: Path, tmp_path: Path, capsys:
     assert not marker.exists()
 
 
+
+def test_predict_refuses_a_tampered_saved_model(
+    run: Path, folder: Path, tmp_path: Path, capsys: Any
+) -> None:
+    tampered = tmp_path / "tampered_model"
+    shutil.copytree(run, tampered)
+    marker = tmp_path / "pwned"
+    torch.save({"weight": _Payload(marker)}, tampered / "seed_0" / "model" / "model.pt")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tampered), str(folder), "--out", str(out)]) == 2
+    assert "model.pt" in _one_line_error(capsys)
+    assert not marker.exists() and not out.exists()
+
+
 # ------------------------------------------------------------------------------ helpers
 def _csv_folder(path: Path, data: Any, labels: bool = True) -> Path:
     """``data`` as plain CSV files with no meta.json, as a new user would write them."""

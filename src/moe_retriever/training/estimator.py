@@ -522,7 +522,7 @@ class MoERetrieverClassifier:
             cfg, {m: int(d) for m, d in meta["dims"].items()}, len(meta["classes"])
         )
         n = int(meta["pool_size"])
-        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(path / "model.pt")  # weights only, one line if refused
         model.load_state_dict(state)
         model.eval()
         est.model_ = model
