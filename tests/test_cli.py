@@ -20,6 +20,7 @@ from moe_retriever.cli import main
 from moe_retriever.data.readers import write_folder
 from moe_retriever.datasets import load_dataset
 from moe_retriever.training.callbacks import FAULT_ENV
+from moe_retriever.training.runs import read_run
 
 TINY: dict[str, Any] = {
     "seeds": [0],
@@ -195,6 +196,9 @@ def test_resume_after_kill_equals_uninterrupted(folder: Path, tmp_path: Path) ->
     assert (killed / "seed_0" / "checkpoints" / "last.ckpt").is_file()
     assert not (killed / "metrics.json").exists()
     assert len(pd.read_csv(killed / "seed_0" / "history.csv")) == 3
+    # the process died without a word; the next command sees it gone and says so
+    assert read_run(killed)[0]["status"] == "interrupted"
+    assert json.loads((killed / "run.json").read_text())["status"] == "interrupted"
 
     assert main(["train", "--resume", str(killed)]) == 0
     a = pd.read_csv(full / "seed_0" / "history.csv")

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from moe_retriever.data.core import DataValidationError
+from moe_retriever.data.core import DataValidationError, DataWarning
 
 
 class UserError(Exception):
@@ -104,9 +107,52 @@ def _check_method(method: str) -> None:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(list_completions())}")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_seeds(seeds: Sequence[int]) -> None:
+    dup = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if dup:
+        raise UserError(
+            f"--seeds lists {dup} more than once; each seed trains one model, so repeating a "
+            "seed trains the same model twice"
+        )
 
+
+_POSITIVE_MODEL_KEYS = (
+    "n_tokens",
+    "dim",
+    "encoder_hidden",
+    "n_heads",
+    "fusion_layers",
+    "fusion_experts",
+    "fusion_top_k",
+    "ffn_mult",
+    "head_hidden",
+)
+
+
+def _check_model_sizes(cfg: Any) -> None:
+    """Sizes of the network must be >= 1 (``model.dim=0`` would fail deep inside torch)."""
+    for key in _POSITIVE_MODEL_KEYS:
+        value = getattr(cfg.model, key, None)
+        if isinstance(value, int) and value < 1:
+            raise UserError(f"model.{key} must be >= 1, got {value}")
+    dim, heads = getattr(cfg.model, "dim", 1), getattr(cfg.model, "n_heads", 1)
+    if dim % heads:
+        raise UserError(f"model.dim ({dim}) must be a multiple of model.n_heads ({heads})")
+
+
+def _check_accelerator(accelerator: str | None) -> None:
+    """Refuse a GPU request without a GPU before anything is written."""
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"--accelerator {accelerator}: no CUDA GPU is visible to torch "
+                f"(torch {torch.__version__}); use --accelerator cpu or auto"
+            )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from moe_retriever.training.config import TrainConfig, apply_overrides
     from moe_retriever.training.runs import (
         format_table,
@@ -123,6 +169,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "--seeds (or start a new run with --out)"
             )
         info, cfg = read_run(args.resume)
+        if info.get("status") == "running" and is_main_process():
+            raise UserError(
+                f"run {args.resume!r} is being trained right now (process {info.get('pid')}); "
+                "wait for it or stop it first"
+            )
         if args.data is not None and args.data != info["data"]:
             raise UserError(
                 f"run {args.resume!r} was trained on {info['data']!r}, not {args.data!r}"
@@ -148,6 +199,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.runtime.progress_bar = False
     cfg.validate()
     _check_method(cfg.method)
+    _check_seeds(cfg.seeds)
+    _check_model_sizes(cfg)
+    _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
 
     data = load_run_data(source)
@@ -157,8 +211,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"{args.out!r} already holds a run; use --resume {args.out} to continue it "
                 "or another --out"
             )
+        if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UserError(f"--out {args.out!r} is a file; a run folder is needed")
         out = resolve_out(args.out, Path("runs") / f"{data.name}-{cfg.method}")
-    metrics = train_run(source, cfg, out, resume=resume, data=data)
+    try:
+        metrics = train_run(source, cfg, out, resume=resume, data=data)
+    except KeyboardInterrupt:
+        print(
+            f"moe-retriever: interrupted; run status 'interrupted', continue with: "
+            f"moe-retriever train --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
     if is_main_process():
         print()
         print(format_table({cfg.method: metrics}))
@@ -183,16 +247,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _warn(msg: str) -> None:
+    print(f"moe-retriever: warning: {msg}", file=sys.stderr)
 
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
     from moe_retriever.training.metrics import METRIC_NAMES, format_mean_std
     from moe_retriever.training.runs import evaluate_run, format_table
 
-    result = evaluate_run(args.run_dir, args.data)
+    result = evaluate_run(args.run_dir, args.data, warn=_warn)
     name = "test" if args.data is None else Path(str(result["evaluated_on"])).name
     out = Path(args.run_dir) / f"evaluation_{name}.json"
-    out.write_text(json.dumps(result, indent=2, default=str))
+    try:
+        out.write_text(json.dumps(result, indent=2, default=str))
+        written = f"written: {out}"
+    except OSError as exc:  # a read-only run folder still gets its metrics printed
+        written = ""
+        _warn(f"could not write {str(out)!r} ({exc.strerror or exc}); results printed only")
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -202,7 +273,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     for combo, row in result["per_combination"].items():
         cells = ", ".join(f"{k} {format_mean_std(row[k])}" for k in METRIC_NAMES)
         print(f"  {combo} (n={row['n']}): {cells}")
-    print(f"\nwritten: {out}")
+    if written:
+        print(f"\n{written}")
     return 0
 
 
@@ -229,25 +301,69 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _input_files(*sources: str) -> list[Path]:
+    """Every file that a command reads: all files under each folder source (resolved)."""
+    files = []
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            files += [f.resolve() for f in path.rglob("*") if f.is_file()]
+        elif path.is_file():
+            files.append(path.resolve())
+    return files
+
+
+def _check_outputs(outs: Sequence[Path], run_dir: str, data: str) -> None:
+    """Refuse output paths that would overwrite an input: a file of the data folder or of the
+    run folder, or any path inside either folder (checked before anything is computed)."""
+    folders = [Path(f).resolve() for f in (run_dir, data) if Path(f).is_dir()]
+    inputs = set(_input_files(run_dir, data))
+    for out in outs:
+        target = out.resolve()
+        inside = next((f for f in folders if target == f or f in target.parents), None)
+        if target in inputs or inside is not None:
+            where = f"inside input folder {str(inside)!r}" if inside else "an input file"
+            raise UserError(
+                f"--out {str(out)!r} is {where}; predictions never overwrite inputs, choose "
+                "another path"
+            )
+        if target.is_dir():
+            raise UserError(f"--out {str(out)!r} is a folder; give a file name (.csv)")
+        parent = target.parent
+        if not parent.is_dir():
+            raise UserError(f"--out {str(out)!r}: folder {str(parent)!r} does not exist")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import os
 
     import numpy as np
 
+    from moe_retriever.data.validation import missing_cells
     from moe_retriever.training.runs import load_run_data, run_models, write_predictions
 
+    out = Path(args.out)
+    emb_path = out.with_name(out.stem + ".embeddings.npy")
+    emb_meta = out.with_name(out.stem + ".embeddings.json")
+    outs = [out, emb_path, emb_meta] if args.embeddings else [out]
+    _check_outputs(outs, args.run_dir, args.data)
+    for o in outs:
+        if not os.access(o.resolve().parent, os.W_OK):
+            raise UserError(f"--out {str(o)!r}: folder {str(o.resolve().parent)!r} is not writable")
     models = run_models(args.run_dir, args.seed)
     data = load_run_data(args.data)
-    probas = [est.predict_proba(data) for est in models.values()]
+    probas = []
+    for est in models.values():
+        probas.append(est.predict_proba(data))
     first = next(iter(models.values()))
+    for line in missing_cells(data):
+        _warn(line)
     proba = np.mean(probas, axis=0)
-    out = Path(args.out)
     write_predictions(out, data, proba, first.classes_)
     print(f"{len(data)} predictions ({len(models)} model(s)) -> {out}")
     if args.embeddings:
-        emb_path = out.with_name(out.stem + ".embeddings.npy")
         np.save(emb_path, first.retrieve(data))
-        (out.with_name(out.stem + ".embeddings.json")).write_text(
+        emb_meta.write_text(
             json.dumps(
                 {
                     "shape": ["samples", "modalities", "tokens", "dim"],
@@ -476,22 +592,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """Warnings about the user's input as one line each: ``moe-retriever: warning: ...``."""
+    if issubclass(category, DataWarning):
+        text = " ".join(str(message).split())
+        print(f"moe-retriever: warning: {text}", file=sys.stderr)
+    else:
+        _ORIGINAL_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+_ORIGINAL_SHOWWARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors print one line and return 2, Ctrl-C returns 130."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (
-        UserError,
-        DataValidationError,
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        KeyError,
-    ) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"moe-retriever: error: {msg}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return int(args.func(args) or 0)
+        except KeyboardInterrupt:
+            print("moe-retriever: interrupted", file=sys.stderr)
+            return 130
+        except (
+            UserError,
+            DataValidationError,
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            KeyError,
+            OSError,
+        ) as exc:
+            print(f"moe-retriever: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    from moe_retriever.data.validation import one_line
+
+    return one_line(exc)
 
 
 if __name__ == "__main__":

@@ -36,5 +36,6 @@ def test_check_numeric_frame_bool_ok_text_refused() -> None:
     out = check_numeric_frame(df, "clin")
     assert out.dtypes.unique().tolist() == [np.dtype("float64")]
     df["sex"] = ["f", "m"]
-    with pytest.raises(DataValidationError, match=r"'clin'.*\['sex'\].*sex='f' \(sample 's1'\)"):
+    match = r"'clin'.*\['sex'\].*sample 's1', column 'sex': 'f'"
+    with pytest.raises(DataValidationError, match=match):
         check_numeric_frame(df, "clin")

@@ -31,6 +31,11 @@ class DataValidationError(ValueError):
     """Raised for input that cannot be used; the message names modality, samples and columns."""
 
 
+class DataWarning(UserWarning):
+    """Input that can be used but was changed or is suspicious (stripped labels, a modality
+    observed nowhere, imputed cells); the command line prints each as one line."""
+
+
 def _preview(items: Iterable[Any], limit: int = 5) -> str:
     items = list(items)
     shown = ", ".join(repr(str(i)) for i in items[:limit])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from moe_retriever.data.core import DataValidationError, MultimodalData
+from moe_retriever.data.core import DataValidationError, DataWarning, MultimodalData
 from moe_retriever.data.validation import check_numeric_frame, check_unique, preview
 
 __all__ = [
@@ -92,6 +93,7 @@ def encode_labels(
         check_unique(names, "class_names")
         pos = {c: i for i, c in enumerate(names)}
         texts = [_label_text(v) for v in values]
+        texts = [t if t in pos else t.strip() for t in texts]
         if all(t in pos for t in texts):
             return np.array([pos[t] for t in texts], dtype=np.int64), names
         if numeric and all(float(v).is_integer() and 0 <= v < len(names) for v in values):
@@ -107,6 +109,17 @@ def encode_labels(
         pos_f = {u: i for i, u in enumerate(uniq)}
         return np.array([pos_f[float(v)] for v in values], dtype=np.int64), names
     texts = [str(v) for v in values]
+    stripped = [t.strip() for t in texts]
+    changed = [i for i, (t, u) in enumerate(zip(texts, stripped)) if t != u]
+    if changed:
+        warnings.warn(
+            f"labels of {len(changed)} sample(s) had spaces around them and were stripped "
+            f"(e.g. {texts[changed[0]]!r} -> {stripped[changed[0]]!r}, samples "
+            f"{preview(ids[changed])}); otherwise they would form extra classes",
+            DataWarning,
+            stacklevel=2,
+        )
+        texts = stripped
     names = sorted(set(texts))
     pos = {c: i for i, c in enumerate(names)}
     return np.array([pos[t] for t in texts], dtype=np.int64), names
@@ -202,6 +215,14 @@ def from_arrays(
             arrays[m] = arrays[m].copy()
             arrays[m][~obs[:, j]] = np.nan
 
+    for j, m in enumerate(modalities):
+        if n and not obs[:, j].any():
+            warnings.warn(
+                f"modality {m!r} is observed in no sample (every row is missing or all NaN); "
+                "it carries no information here",
+                DataWarning,
+                stacklevel=2,
+            )
     fnames: dict[str, list[str]] = {}
     for m in modalities:
         if feature_names is not None and m in feature_names:
@@ -301,22 +322,56 @@ def from_pandas(
 
 # ---------------------------------------------------------------------------- folders
 def _read_table(path: Path) -> pd.DataFrame:
-    """One modality file; its first column (or a stored pandas index) holds the sample ids."""
+    """One modality file; its first column (or a stored pandas index) holds the sample ids.
+
+    A file with the header row only is valid: the modality is observed in no sample (the
+    way to say "absent for everyone" at prediction time). Refused with one line naming the
+    file: an empty file, a header with repeated column names (pandas would rename them
+    silently), a file that is not comma-separated (one column whose name holds ``;`` or a
+    tab), text in a numeric column (naming sample and column).
+    """
     if path.suffix == ".parquet":
         df = pd.read_parquet(path)
         if isinstance(df.index, pd.RangeIndex) and df.index.name is None:
             if df.shape[1] == 0:
                 raise DataValidationError(f"{path}: no columns")
             df = df.set_index(df.columns[0])
+        check_unique([str(c) for c in df.columns], f"{path}: column names")
     else:
-        header = pd.read_csv(path, nrows=0)
-        if header.shape[1] == 0:
-            raise DataValidationError(f"{path}: no columns")
-        # ids as text ("007" stays "007"); index_col would parse them as numbers first
-        df = pd.read_csv(path, converters={0: str})
+        try:
+            raw_header = pd.read_csv(path, nrows=0, header=None)
+        except pd.errors.EmptyDataError:
+            raise DataValidationError(
+                f"{path}: the file is empty; write a header row (id, feature names), and "
+                "no data rows if the modality is observed in no sample"
+            ) from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataValidationError(f"{path}: not a readable CSV file ({reason})") from None
+        raw_header = pd.read_csv(path, nrows=1, header=None, dtype=str, keep_default_na=False)
+        names = [str(c) for c in raw_header.iloc[0].tolist()] if len(raw_header) else []
+        if len(names) == 1 and any(sep in names[0] for sep in (";", "\t", "|")):
+            raise DataValidationError(
+                f"{path}: one column named {names[0][:40]!r}; modality files must be "
+                "comma-separated (this one looks separated by ';', tab or '|')"
+            )
+        if len(names) < 2:
+            raise DataValidationError(
+                f"{path}: needs a sample id column and at least one feature column, found "
+                f"columns {names}"
+            )
+        check_unique(names[1:], f"{path}: column names")
+        try:
+            # ids as text ("007" stays "007"); index_col would parse them as numbers first
+            df = pd.read_csv(path, converters={0: str})
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataValidationError(f"{path}: not a readable CSV file ({reason})") from None
         df = df.set_index(df.columns[0])
     df.index = pd.Index([str(i) for i in df.index], dtype=object)
-    return df
+    df.columns = [str(c) for c in df.columns]
+    check_unique(df.index.tolist(), f"{path}: sample ids (first column)")
+    return check_numeric_frame(df, path.stem, source=str(path))
 
 
 def _read_labels(path: Path, as_text: bool) -> pd.Series:

@@ -17,12 +17,21 @@ import pandas as pd
 from moe_retriever.data.core import DataValidationError, MultimodalData, _preview
 
 __all__ = [
+    "align_labels",
     "check_numeric_frame",
     "check_predictable",
     "check_unique",
     "drop_empty",
+    "missing_cells",
+    "one_line",
     "preview",
 ]
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line of text (its first line; the type when it has no message)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def preview(items: Iterable[Any], limit: int = 5) -> str:
@@ -37,37 +46,55 @@ def check_unique(values: Sequence[Any], what: str) -> None:
         raise DataValidationError(f"{what}: duplicate values {preview(dup)}")
 
 
-def check_numeric_frame(frame: pd.DataFrame, modality: str) -> pd.DataFrame:
-    """Return ``frame`` as float64, or raise naming the non-numeric columns and inf cells.
+def check_numeric_frame(
+    frame: pd.DataFrame, modality: str, source: str | None = None
+) -> pd.DataFrame:
+    """Return ``frame`` as float64, or raise naming the non-numeric cells and inf cells.
 
     Booleans become 0/1. Text or categorical columns are refused with a hint to encode
     them (one-hot for nominal values, ordinal codes for ordered ones) before loading, because
     a silent encoding here would pick an order or a reference level the user never chose.
+    The message names the file (``source``), the sample (row id) and column of the first bad
+    cells, so a single stray entry in a numeric column can be found.
     """
+    where = f"{source}: modality {modality!r}" if source else f"modality {modality!r}"
+    if frame.shape[0] == 0:  # a header-only table: every column is empty, hence numeric
+        return frame.astype(np.float64)
     bad = [
         str(c)
         for c in frame.columns
         if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))
     ]
     if bad:
-        examples = []
-        for c in bad[:3]:
-            col = frame[str(c)] if str(c) in frame.columns else frame[c]
-            vals = col.dropna()
-            if len(vals):
-                examples.append(f"{c}={vals.iloc[0]!r} (sample {str(vals.index[0])!r})")
+        cells = []
+        text_columns = []
+        for c in bad:
+            col = frame[c]
+            values = col.dropna()
+            parsed = pd.to_numeric(values, errors="coerce")
+            wrong = values[parsed.isna()]
+            if len(wrong) < len(values) or len(values) == 0:  # a numeric column with stray cells
+                cells += [(str(i), c, v) for i, v in wrong.items()]
+            else:
+                text_columns.append(c)
+                cells.append((str(values.index[0]), c, values.iloc[0]))
+        shown = "; ".join(f"sample {i!r}, column {c!r}: {v!r}" for i, c, v in cells[:3])
+        more = f" (+{len(cells) - 3} more)" if len(cells) > 3 else ""
+        hint = (
+            "encode text columns first: one-hot (pandas.get_dummies) for categories, ordinal "
+            "codes for ordered levels"
+            if text_columns
+            else "fix or blank these cells (an empty cell is a missing value)"
+        )
         raise DataValidationError(
-            f"modality {modality!r}: non-numeric columns {preview(bad)}"
-            + (f", e.g. {'; '.join(examples)}" if examples else "")
-            + ". Encode them first: one-hot (pandas.get_dummies) for categories, "
-            "ordinal codes for ordered levels"
+            f"{where}: non-numeric columns {preview(bad)}: {shown}{more}; {hint}"
         )
     values = frame.astype(np.float64)
     arr = values.to_numpy()
     inf_rows, inf_cols = np.nonzero(np.isinf(arr))
     if inf_rows.size:
         raise DataValidationError(
-            f"modality {modality!r}: infinite values in samples "
+            f"{where}: infinite values in samples "
             f"{preview(frame.index[np.unique(inf_rows)])}, columns "
             f"{preview(frame.columns[np.unique(inf_cols)])}"
         )
@@ -88,12 +115,66 @@ def drop_empty(data: MultimodalData) -> tuple[MultimodalData, int]:
     return data.subset(~empty), n
 
 
-def check_predictable(data: MultimodalData) -> None:
+def missing_cells(data: MultimodalData) -> list[str]:
+    """One line per modality whose observed rows hold NaN cells (which prediction imputes
+    with the training mean of the feature): the count, a few samples and columns."""
+    lines = []
+    for j, m in enumerate(data.modalities):
+        holes = np.isnan(data.X[m]) & data.observed[:, j][:, None]
+        if holes.any():
+            rows, cols = np.nonzero(holes)
+            names = data.feature_names[m]
+            lines.append(
+                f"modality {m!r}: {int(holes.sum())} missing cell(s) in observed rows were "
+                f"imputed with the training mean of their feature (samples "
+                f"{preview(data.ids[np.unique(rows)], 3)}, columns "
+                f"{preview([names[c] for c in np.unique(cols)], 3)})"
+            )
+    return lines
+
+
+def check_predictable(data: MultimodalData, what: str | None = None) -> None:
     """Raise naming the samples that have no observed modality (nothing to predict from)."""
     empty = data.empty_samples()
     if empty.any():
+        where = f"{what}: " if what else ""
         raise DataValidationError(
-            f"{int(empty.sum())} sample(s) have no observed modality and cannot be predicted: "
-            f"{preview(data.ids[empty])}; every sample needs at least one of "
+            f"{where}{int(empty.sum())} sample(s) have no observed modality and cannot be "
+            f"predicted: {preview(data.ids[empty])}; every sample needs at least one of "
             f"{data.modalities}"
         )
+
+
+def align_labels(
+    data: MultimodalData, class_names: Sequence[str], what: str = "data"
+) -> MultimodalData:
+    """``data`` with its labels re-coded to ``class_names`` (a fitted model's classes).
+
+    Readers code labels by the classes present in a file, so a file holding only class "1"
+    codes it as 0; scoring those codes against a model would silently swap classes. Labels
+    are matched by name; a label that is not one of ``class_names`` raises naming it and
+    its samples.
+    """
+    if data.y is None:
+        raise DataValidationError(f"{what} has no labels to evaluate against")
+    names = [str(c) for c in class_names]
+    texts = np.asarray(data.class_names, dtype=object)[data.y]
+    pos = {c: i for i, c in enumerate(names)}
+    bad = np.array([t not in pos for t in texts], dtype=bool)
+    if bad.any():
+        raise DataValidationError(
+            f"{what}: labels {preview(sorted({str(t) for t in texts[bad]}))} of samples "
+            f"{preview(data.ids[bad])} are not classes of the model {names}"
+        )
+    codes = np.array([pos[t] for t in texts], dtype=np.int64)
+    return MultimodalData(
+        modalities=list(data.modalities),
+        X=dict(data.X),
+        observed=data.observed,
+        y=codes,
+        ids=data.ids,
+        class_names=names,
+        feature_names={m: list(v) for m, v in data.feature_names.items()},
+        name=data.name,
+        attrs=dict(data.attrs),
+    )

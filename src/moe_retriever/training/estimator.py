@@ -25,8 +25,10 @@ script per process, so it works from scripts and the command line, not from note
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
+import pickle
 import shutil
 import tempfile
 import warnings
@@ -88,6 +90,45 @@ def quiet_lightning() -> Iterator[None]:
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that holds more than tensors and plain data (or cannot be read at all)."""
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint with ``weights_only=True``: tensors and plain containers only.
+
+    A checkpoint is a pickle; unpickling one with ``weights_only=False`` runs whatever callable
+    it names, so a tampered run folder would execute code on ``--resume``. Anything the safe
+    unpickler refuses (or a file that is not a checkpoint) raises one line naming the file.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsafeCheckpointError(
+            f"checkpoint {str(path)!r} was refused: it is not a plain weights-only checkpoint "
+            f"(it may hold code, which is never unpickled) [{reason[:160]}]"
+        ) from None
+    if not isinstance(state, dict):
+        raise UnsafeCheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict"
+        )
+    return state
+
+
+def _require_data(data: Any, what: str) -> None:
+    """Refuse anything but MultimodalData with a message that says how to build one."""
+    if isinstance(data, MultimodalData):
+        return
+    hint = "build one with moe_retriever.data.readers.from_arrays or read_folder"
+    if isinstance(data, dict):
+        hint = (
+            "a dict of tables becomes one with moe_retriever.data.readers.from_pandas(frames, "
+            "labels) (DataFrames) or from_arrays(X, labels) (arrays)"
+        )
+    raise TypeError(f"{what} must be a MultimodalData, got {type(data).__name__}; {hint}")
 
 
 def _say(msg: str) -> None:
@@ -172,6 +213,9 @@ class MoERetrieverClassifier:
         ``last.ckpt``) and ``history.csv`` there; otherwise a temporary folder is used.
         ``ckpt_path``: resume from this Lightning checkpoint (same data, config and seed).
         """
+        _require_data(train, "fit(train)")
+        if val is not None:
+            _require_data(val, "fit(val)")
         cfg = self.resolved_config()
         _apply_threads(cfg)
         if train.y is None:
@@ -246,10 +290,22 @@ class MoERetrieverClassifier:
                 if fault is not None:
                     callbacks.append(fault)
                 trainer = self._trainer(cfg, root, callbacks, has_val)
-                trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+                fit_kw: dict[str, Any] = {}
+                if ckpt_path:
+                    load_checkpoint(ckpt_path)  # refuse a tampered checkpoint before Lightning
+                    fit_kw["ckpt_path"] = str(ckpt_path)
+                    if "weights_only" in inspect.signature(trainer.fit).parameters:
+                        fit_kw["weights_only"] = True
+                try:
+                    trainer.fit(module, datamodule=dm, **fit_kw)
+                except SystemExit:
+                    # Lightning turns Ctrl-C into sys.exit(1); callers need to tell it apart
+                    if trainer.interrupted:
+                        raise KeyboardInterrupt from None
+                    raise
                 best = ckpt_cb.best_model_path if has_val else ""
                 best = best or ckpt_cb.last_model_path
-                state = torch.load(best, map_location="cpu", weights_only=False)
+                state = load_checkpoint(best)
                 prefix = "model."
                 model.load_state_dict(
                     {
@@ -334,6 +390,7 @@ class MoERetrieverClassifier:
 
     def _tensors(self, data: MultimodalData) -> TensorSet:
         self._check_fitted()
+        _require_data(data, "data")
         if list(data.modalities) != self.modalities_:
             if set(data.modalities) != set(self.modalities_):
                 raise DataValidationError(
@@ -465,7 +522,7 @@ class MoERetrieverClassifier:
             cfg, {m: int(d) for m, d in meta["dims"].items()}, len(meta["classes"])
         )
         n = int(meta["pool_size"])
-        state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(path / "model.pt")  # weights only, one line if refused
         model.load_state_dict(state)
         model.eval()
         est.model_ = model

@@ -23,12 +23,14 @@ Under DDP every process runs this code; only global rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,9 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_only
 
-from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.core import DataValidationError, MultimodalData
 from moe_retriever.data.splits import Split, apply_split, make_split
+from moe_retriever.data.validation import align_labels, check_predictable, one_line, preview
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import (
@@ -123,6 +126,7 @@ def train_run(
     if split is None:
         split = make_run_split(data, cfg)
     train, val, test = apply_split(data, split)
+    check_before_training(train, val, test)  # nothing is written if the input cannot work
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
@@ -136,12 +140,71 @@ def train_run(
                 "method": cfg.method,
                 "seeds": list(cfg.seeds),
                 "status": "running",
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
                 "command": sys.argv,
                 "sizes": {"train": len(train), "val": len(val), "test": len(test)},
             },
         )
+    try:
+        metrics = _train_seeds(cfg, out, train, val, test, data.name, resume, say)
+    except KeyboardInterrupt:
+        set_status(out, "interrupted")
+        raise
+    except Exception as exc:
+        set_status(out, f"failed: {one_line(exc)}")
+        raise
+    set_status(out, "done")
+    return metrics
+
+
+def set_status(out: Path, status: str) -> None:
+    """Record ``status`` ("running", "done", "failed: <reason>", "interrupted") in run.json."""
+    path = Path(out) / "run.json"
+    if not is_main_process() or not path.is_file():
+        return
+    info = json.loads(path.read_text())
+    info["status"] = status
+    _write_json(path, info)
+
+
+def check_before_training(train: MultimodalData, val: MultimodalData, test: MultimodalData) -> None:
+    """Checks that would otherwise fail only after training, run before the first epoch.
+
+    The test split must be predictable (every sample observes a modality) and every class
+    of validation and test must have training samples (a class the model never saw would
+    score as a silent zero).
+    """
+    check_predictable(test, what="test split")
+    if train.y is None:
+        raise DataValidationError(f"data {train.name!r} has no labels to train on")
+    seen = set(np.unique(train.y).tolist())
+    for part, name in ((val, "validation"), (test, "test")):
+        if part.y is None or not part.n_samples:
+            continue
+        unseen = sorted(set(np.unique(part.y).tolist()) - seen)
+        if unseen:
+            names = [train.class_names[c] for c in unseen]
+            ids = part.ids[np.isin(part.y, unseen)]
+            raise DataValidationError(
+                f"{name} split: classes {names} have no training sample (samples "
+                f"{preview(ids)}); move some of them to the training part of the split"
+            )
+
+
+def _train_seeds(
+    cfg: TrainConfig,
+    out: Path,
+    train: MultimodalData,
+    val: MultimodalData,
+    test: MultimodalData,
+    dataset: str,
+    resume: bool,
+    say: Any,
+) -> dict[str, Any]:
+    """Train (or keep, when resuming and finished) every seed; write and return metrics."""
     say(
-        f"{cfg.method} on {data.name}: {len(train)} train / {len(val)} val / {len(test)} test "
+        f"{cfg.method} on {dataset}: {len(train)} train / {len(val)} val / {len(test)} test "
         f"samples, seeds {list(cfg.seeds)} -> {out}"
     )
     per_seed: dict[str, dict[str, Any]] = {}
@@ -177,12 +240,9 @@ def train_run(
             + ", ".join(f"{k} {result['test'][k]:.3f}" for k in METRIC_NAMES)
             + f" ({fit_s:.1f}s)"
         )
-    metrics = aggregate_run(per_seed, cfg, data.name)
+    metrics = aggregate_run(per_seed, cfg, dataset)
     if is_main_process():
         _write_json(out / "metrics.json", metrics)
-        run_info = json.loads((out / "run.json").read_text())
-        run_info["status"] = "done"
-        _write_json(out / "run.json", run_info)
         plot_run(out)
     return metrics
 
@@ -242,9 +302,27 @@ def read_run(run_dir: str | Path) -> tuple[dict[str, Any], TrainConfig]:
         raise FileNotFoundError(
             f"{str(run_dir)!r} is not a run folder (run.json/config.yaml missing)"
         )
-    return json.loads((run_dir / "run.json").read_text()), TrainConfig.from_yaml(
-        run_dir / "config.yaml"
-    )
+    info = json.loads((run_dir / "run.json").read_text())
+    if info.get("status") == "running" and _process_gone(info):
+        # killed without a chance to say so (kill -9, power loss): the run is resumable
+        info["status"] = "interrupted"
+        with contextlib.suppress(OSError):
+            _write_json(run_dir / "run.json", info)
+    return info, TrainConfig.from_yaml(run_dir / "config.yaml")
+
+
+def _process_gone(info: dict[str, Any]) -> bool:
+    """True when run.json's training process ran on this host and no longer exists."""
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
 
 
 def run_models(run_dir: str | Path, seed: int | None = None) -> dict[int, MoERetrieverClassifier]:
@@ -261,18 +339,41 @@ def run_models(run_dir: str | Path, seed: int | None = None) -> dict[int, MoERet
     return models
 
 
-def evaluate_run(run_dir: str | Path, source: str | None = None) -> dict[str, Any]:
-    """Re-evaluate a run's models: on its own test split, or on all samples of ``source``."""
+def evaluate_run(
+    run_dir: str | Path,
+    source: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate a run's models: on its own test split, or on all samples of ``source``.
+
+    ``source``'s labels are matched to the run's classes by name (a file that holds one class
+    only is scored against the model's own class codes); a label the model does not know
+    raises naming it. Samples of ``source`` that are in the run's training split are counted
+    (``n_in_training_split``) and ``warn`` is called with one line: their scores are not test
+    scores.
+    """
     run_dir = Path(run_dir)
     info, cfg = read_run(run_dir)
     models = run_models(run_dir)
+    classes = next(iter(models.values())).classes_
+    n_train_overlap = 0
     if source is None:
         data = load_run_data(info["data"])
         _, _, data = apply_split(data, Split.load(run_dir / "split.json"))
         name = "test"
     else:
-        data = load_run_data(source)
+        data = align_labels(load_run_data(source), classes, what=f"data {source!r}")
         name = data.name
+        split_path = run_dir / "split.json"
+        if split_path.is_file():
+            trained = set(Split.load(split_path).train)
+            overlap = [i for i in data.ids.tolist() if i in trained]
+            n_train_overlap = len(overlap)
+            if overlap and warn is not None:
+                warn(
+                    f"{len(overlap)} of {len(data)} sample(s) of {source!r} are in the run's "
+                    f"training split, so their scores are not test scores: {preview(overlap)}"
+                )
     per_seed = {}
     for s, est in models.items():
         r = evaluate_estimator(est, data)
@@ -280,6 +381,7 @@ def evaluate_run(run_dir: str | Path, source: str | None = None) -> dict[str, An
         per_seed[str(s)] = r
     result = aggregate_run(per_seed, cfg, data.name)
     result["evaluated_on"] = name
+    result["n_in_training_split"] = n_train_overlap
     return result
 
 
