@@ -5,23 +5,31 @@ drawn from the pool of training samples that observe m and every modality in O_i
 step 1). This module builds those pools once from the training observed mask and draws groups
 for a whole batch of (sample, missing modality) pairs with tensor operations.
 
-Layout (cheap for M up to 16 and beyond, as long as the number of distinct observed
-combinations is moderate):
+Layout (cheap for M up to 40, whatever the number of combinations the model queries):
 
 * every training sample gets a bitmask code of its observed modalities; samples are sorted by
-  code, so each distinct code is one contiguous segment of the sorted index;
+  code, so each distinct (occurring) code is one contiguous segment of the sorted index;
 * a pool is identified by the key (m, O) = ``O * 64 + m`` and is the union of the segments of
-  all codes that contain O and m. Keys are built for every combination O that occurs in the
-  training mask (and for O = {} per modality: the fallback pools), never for all 2^M subsets;
+  all occurring codes that contain O and m (the superset test on bit codes). Pools are built
+  ON DEMAND, for any combination O the model meets, in training and evaluation alike:
+  combinations that never occur in the training mask (those that retrieval self-supervision
+  creates by hiding observed entries, or new ones at test time) get their superset pool like
+  any other. The keys of a batch that are not cached yet are built together (one vectorized
+  superset test of the new keys against the occurring codes) and cached; memory grows with
+  the number of occurring codes and of distinct queried keys, never with 2^M;
 * a pool is stored as its list of segments plus a global cumulative length, so drawing the r-th
   member of a pool is a ``searchsorted`` away; pools are never materialised as index lists.
+  A pool's member order depends only on the training mask, not on when it was cached, so
+  draws do not depend on the order in which keys were met. The cache holds no RNG state.
 
 Draws: k members per pair (default k = |O_i|, as in the reference code; ``k`` fixes it), without
 replacement when the pool holds at least k samples (Floyd's algorithm, vectorized over pairs, k
-sequential steps), otherwise with replacement. A pair whose key was never built (a combination
-that does not occur in training) or whose pool is empty falls back to the training samples that
-observe m; both cases are counted. If no training sample observes m, the pair gets no supporting
-members (counted as ``no_support``); the retriever then works from the sample's own modalities.
+sequential steps), otherwise with replacement. Only a pair whose pool is EMPTY (no training
+sample observes m and all of O_i) falls back to the training samples that observe m (counted
+``fallback_empty_pool``, once per pair however many evaluation draws it gets). If no training
+sample observes m, the pair gets no supporting members (counted as ``no_support``); the
+retriever then works from the sample's own modalities. ``unseen_combination`` counts pairs whose
+combination O_i no training sample has exactly (served by their superset pool: not a fallback).
 
 Randomness: training draws come from a ``torch.Generator`` seeded with ``seed`` (so a run is
 reproducible and independent of the global RNG); evaluation draws are a hash of (seed, sample
@@ -88,7 +96,8 @@ class SupportDraw:
 
 
 class SupportingGroupSampler:
-    """Pools per (target modality, observed combination) of the training set; batched draws."""
+    """Pools per (target modality, observed combination) of the training set, built on demand
+    and cached; batched draws."""
 
     def __init__(
         self,
@@ -104,78 +113,125 @@ class SupportingGroupSampler:
             )
         if k is not None and k < 1:
             raise ValueError(f"supporting group size k must be >= 1 or None, got {k}")
+        if block_keys < 1:
+            raise ValueError(f"block_keys must be >= 1, got {block_keys}")
         self.n_train, self.n_modalities = observed.shape
         M = self.n_modalities
         self.k = k
         self.seed = int(seed)
+        self.block_keys = int(block_keys)
         dev = observed.device
         self.device = dev
         codes = combination_codes(observed)
         order = torch.argsort(codes, stable=True)
         self.sorted_index = order  # training rows sorted by code
         uniq, seg_counts = torch.unique_consecutive(codes[order], return_counts=True)
-        seg_start = torch.cumsum(seg_counts, 0) - seg_counts
+        #: the distinct observed combinations of the training mask (sorted bit codes)
         self.codes = uniq
+        self._code_len = seg_counts  # samples per occurring code
+        self._code_start = torch.cumsum(seg_counts, 0) - seg_counts  # offset in sorted_index
 
-        # Keys (m, O): O over the occurring codes plus the empty set, m not in O.
-        base = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), uniq[uniq != 0]])
+        # The pool cache. Per key id (in the order keys were built): target modality, pool size,
+        # offset of its first member in the global member numbering. Keys sorted for lookup,
+        # with the permutation to key ids. Segments of all pools, in key-id order: global
+        # cumulative end / begin of each, and where its code's rows start in ``sorted_index``.
+        z = torch.zeros(0, dtype=torch.long, device=dev)
+        self.keys_sorted = z
+        self._sorted_to_id = z
+        self.key_target = z
+        self.pool_size = z
+        self.key_base = z
+        self.seg_end = z
+        self.seg_begin = z
+        self.seg_sorted_start = z
+        self._n_members = 0  # total members over all cached pools
+        # Fallback key per modality: (m, O = {}) = every training sample observing m.
         mods = torch.arange(M, device=dev)
-        combo = base[:, None].expand(-1, M).reshape(-1)
-        m = mods[None, :].expand(base.shape[0], -1).reshape(-1)
-        keep = ((combo >> m) & 1) == 0
-        combo, m = combo[keep], m[keep]
-        need = combo | (torch.ones_like(m) << m)
-        keys = combo * _KEY_STRIDE + m
-        key_order = torch.argsort(keys)
-        self.keys_sorted = keys[key_order]
-        m, need = m[key_order], need[key_order]
-        self.key_target = m
-        n_keys = keys.shape[0]
-
-        # Superset segments per key, in blocks of keys to bound memory.
-        key_ids, seg_ids = [], []
-        for s in range(0, n_keys, block_keys):
-            nb = need[s : s + block_keys]
-            sup = (uniq[None, :] & nb[:, None]) == nb[:, None]
-            ki, si = sup.nonzero(as_tuple=True)
-            key_ids.append(ki + s)
-            seg_ids.append(si)
-        key_of_seg = torch.cat(key_ids)
-        seg_of_seg = torch.cat(seg_ids)
-        seg_len = seg_counts[seg_of_seg]
-        self.pool_size = torch.zeros(n_keys, dtype=torch.long, device=dev).index_add(
-            0, key_of_seg, seg_len
-        )
-        self.key_base = torch.cumsum(self.pool_size, 0) - self.pool_size
-        self.seg_end = torch.cumsum(seg_len, 0)  # global cumulative end of each pool segment
-        self.seg_begin = self.seg_end - seg_len
-        self.seg_sorted_start = seg_start[seg_of_seg]  # where it starts in sorted_index
-        # Fallback key per modality: (m, O = {}).
-        self.fallback_key = torch.searchsorted(self.keys_sorted, mods)
+        self.fallback_key = self.key_ids(mods, torch.zeros_like(mods))
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
 
-    # ------------------------------------------------------------------ inspection
+    # ------------------------------------------------------------------ the pool cache
     @property
     def n_pools(self) -> int:
+        """Number of cached pools (keys met so far, plus the M fallback pools)."""
         return int(self.keys_sorted.shape[0])
 
+    def _find(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """(found, sorted position) of keys ``q`` in the cache."""
+        if self.n_pools == 0:
+            return torch.zeros_like(q, dtype=torch.bool), torch.zeros_like(q)
+        pos = torch.searchsorted(self.keys_sorted, q).clamp_max(self.n_pools - 1)
+        return self.keys_sorted[pos] == q, pos
+
+    def key_ids(self, target: Tensor, codes: Tensor) -> Tensor:
+        """Cache ids of the pools of pairs (target modality, observed-combination code),
+        building the pools not cached yet (all new keys of the call together)."""
+        q = codes.long() * _KEY_STRIDE + target.long()
+        found, _ = self._find(q)
+        if not bool(found.all()):
+            self._build(torch.unique(q[~found]))
+        _, pos = self._find(q)
+        return self._sorted_to_id[pos]
+
+    def _build(self, new_keys: Tensor) -> None:
+        """Add the pools of ``new_keys`` (distinct, not cached) to the cache: the superset test
+        of their (O | m) against the occurring codes, in blocks of keys to bound memory."""
+        dev = self.device
+        combo = new_keys // _KEY_STRIDE
+        target = new_keys % _KEY_STRIDE
+        need = combo | (torch.ones_like(target) << target)
+        key_parts, seg_parts = [], []
+        for s in range(0, new_keys.shape[0], self.block_keys):
+            nb = need[s : s + self.block_keys]
+            sup = (self.codes[None, :] & nb[:, None]) == nb[:, None]
+            ki, si = sup.nonzero(as_tuple=True)  # key-major, codes ascending within a key
+            key_parts.append(ki + s)
+            seg_parts.append(si)
+        key_of_seg = torch.cat(key_parts)
+        code_of_seg = torch.cat(seg_parts)
+        seg_len = self._code_len[code_of_seg]
+        size = torch.zeros(new_keys.shape[0], dtype=torch.long, device=dev).index_add(
+            0, key_of_seg, seg_len
+        )
+        base = self._n_members + torch.cumsum(size, 0) - size
+        seg_end = self._n_members + torch.cumsum(seg_len, 0)
+        first_id = int(self.pool_size.shape[0])
+        self.key_target = torch.cat([self.key_target, target])
+        self.pool_size = torch.cat([self.pool_size, size])
+        self.key_base = torch.cat([self.key_base, base])
+        self.seg_end = torch.cat([self.seg_end, seg_end])
+        self.seg_begin = torch.cat([self.seg_begin, seg_end - seg_len])
+        self.seg_sorted_start = torch.cat([self.seg_sorted_start, self._code_start[code_of_seg]])
+        self._n_members += int(seg_len.sum())
+        ids = torch.arange(first_id, first_id + new_keys.shape[0], device=dev)
+        keys = torch.cat([self.keys_sorted, new_keys])
+        order = torch.argsort(keys)
+        self.keys_sorted = keys[order]
+        self._sorted_to_id = torch.cat([self._sorted_to_id, ids])[order]
+
+    # ------------------------------------------------------------------ inspection
     def pool_members(self, target: int, combination: int) -> Tensor:
-        """Training rows in the pool of (target modality index, observed-combination bitmask)."""
-        q = torch.tensor([combination * _KEY_STRIDE + target], device=self.device)
-        pos = int(torch.searchsorted(self.keys_sorted, q))
-        if pos >= self.n_pools or int(self.keys_sorted[pos]) != int(q):
-            return torch.zeros(0, dtype=torch.long, device=self.device)
-        size = int(self.pool_size[pos])
+        """Training rows in the pool of (target modality index, observed-combination bitmask):
+        the training samples that observe ``target`` and every modality of ``combination``."""
+        if not 0 <= target < self.n_modalities:
+            raise ValueError(f"target must be in 0..{self.n_modalities - 1}, got {target}")
+        if (combination >> target) & 1:
+            raise ValueError(f"combination {combination:#b} already contains target {target}")
+        t = torch.tensor([target], device=self.device)
+        key = self.key_ids(t, torch.tensor([combination], device=self.device))
+        size = int(self.pool_size[key])
         r = torch.arange(size, device=self.device)
-        return self._rows(torch.full_like(r, pos), r)
+        return self._rows(key.expand(size), r)
 
     # ------------------------------------------------------------------ drawing
     def _rows(self, key_id: Tensor, r: Tensor) -> Tensor:
-        """Training rows of members ``r`` (any shape) of pools ``key_id`` (same shape)."""
+        """Training rows of members ``r`` (any shape) of pools ``key_id`` (same shape).
+        Slots of an empty pool (padding, masked out by the caller) get some valid row."""
         g = self.key_base[key_id] + r
         seg = torch.searchsorted(self.seg_end, g, right=True).clamp_max(self.seg_end.numel() - 1)
-        return self.sorted_index[self.seg_sorted_start[seg] + (g - self.seg_begin[seg])]
+        pos = self.seg_sorted_start[seg] + (g - self.seg_begin[seg])
+        return self.sorted_index[pos.clamp(0, self.n_train - 1)]
 
     def group_sizes(self, codes: Tensor) -> Tensor:
         """k per pair: ``self.k`` or |O_i| (the number of observed modalities)."""
@@ -192,46 +248,60 @@ class SupportingGroupSampler:
         sample_keys: Tensor | None = None,
         draw_ids: Tensor | None = None,
         exclude: Tensor | None = None,
+        n_draws: int = 1,
     ) -> SupportDraw:
         """Supporting groups for n pairs (target modality index, observed-combination code).
 
         ``training``: draw from the seeded generator; otherwise from the hash of
-        (seed, ``sample_keys``, target, ``draw_ids``, slot). ``sample_keys`` (n,) are required
-        for evaluation draws; ``draw_ids`` (n,) distinguish repeated draws of one pair.
+        (seed, ``sample_keys``, target, draw number, slot). ``sample_keys`` (n,) are required
+        for evaluation draws. ``n_draws`` R: every pair is drawn R times; the result has
+        R * n rows, draw-major (row r * n + p is draw r of pair p), and the counts are per
+        pair, not per draw. ``draw_ids`` (n,): the draw number of each pair's first draw
+        (default 0; draw r of pair p is number ``draw_ids[p] + r``).
         ``exclude`` (n,): a training row that must not be a member of the pair's group (the
         pair's own sample when it is in the pool; -1 = none). A slot that drew it is redrawn
         uniformly from the pool (up to ``_EXCLUDE_ROUNDS`` times; a redrawn member may repeat
         another member) and dropped from the group if it still holds it, e.g. when the sample
-        is its pool's only member (counted as ``self_dropped``).
+        is its pool's only member (counted as ``self_dropped``, slots of the first draw).
         """
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
         dev = target.device
         n = target.shape[0]
-        q = codes * _KEY_STRIDE + target
-        pos = torch.searchsorted(self.keys_sorted, q).clamp_max(self.n_pools - 1)
-        found = self.keys_sorted[pos] == q
-        empty = found & (self.pool_size[pos] == 0)
-        use_fb = ~found | empty
-        key_id = torch.where(use_fb, self.fallback_key[target], pos)
+        key_id = self.key_ids(target, codes) if n else target.long()
+        empty = self.pool_size[key_id] == 0
+        key_id = torch.where(empty, self.fallback_key[target], key_id)
         size = self.pool_size[key_id]
         k_i = self.group_sizes(codes)
         k_i = torch.where(size > 0, k_i, torch.zeros_like(k_i))
         k_max = int(k_i.max()) if n else 0
         counts = {
-            "fallback_unknown_combination": (~found).sum(),
             "fallback_empty_pool": empty.sum(),
             "no_support": (size == 0).sum(),
             "with_replacement": ((size > 0) & (size < k_i)).sum(),
+            "unseen_combination": (~torch.isin(codes, self.codes)).sum(),
             "pairs": torch.tensor(n, device=dev),
         }
+        R = int(n_draws)
+        d = draw_ids if draw_ids is not None else torch.zeros_like(target)
+        if R > 1:
+            target, codes, key_id, size, k_i = (
+                t.repeat(R) for t in (target, codes, key_id, size, k_i)
+            )
+            d = d.repeat(R) + torch.arange(R, device=dev).repeat_interleave(n)
+            sample_keys = sample_keys.repeat(R) if sample_keys is not None else None
+            exclude = exclude.repeat(R) if exclude is not None else None
+        nr = n * R
         if k_max == 0:
-            z = torch.zeros(n, 0, dtype=torch.long, device=dev)
+            z = torch.zeros(nr, 0, dtype=torch.long, device=dev)
+            if exclude is not None:
+                counts["self_dropped"] = torch.zeros((), dtype=torch.long, device=dev)
             return SupportDraw(z, z.bool(), counts)
         if training:
-            u = torch.rand(n, k_max, generator=self.generator, dtype=torch.float64).to(dev)
+            u = torch.rand(nr, k_max, generator=self.generator, dtype=torch.float64).to(dev)
         else:
             if sample_keys is None:
                 raise ValueError("evaluation draws need sample_keys (stable per-sample keys)")
-            d = draw_ids if draw_ids is not None else torch.zeros_like(target)
             slots = torch.arange(k_max, device=dev)
             u = hash_uniform(
                 torch.tensor(self.seed, device=dev),
@@ -243,7 +313,7 @@ class SupportingGroupSampler:
         mask = torch.arange(k_max, device=dev)[None, :] < k_i[:, None]
         replace = size < k_i
         sz = size.clamp_min(1).double()
-        r = torch.zeros(n, k_max, dtype=torch.long, device=dev)
+        r = torch.zeros(nr, k_max, dtype=torch.long, device=dev)
         for j in range(k_max):  # Floyd: uniform k-subset in k vectorized steps
             J = (size - k_i + j).clamp_min(0)
             t = torch.floor(u[:, j] * (J + 1).double()).long()
@@ -256,7 +326,7 @@ class SupportingGroupSampler:
         if exclude is not None:
             kept = mask
             rows, mask = self._exclude(rows, mask, key_id, size, exclude, training, u)
-            counts["self_dropped"] = (kept & ~mask).sum()
+            counts["self_dropped"] = (kept & ~mask)[:n].sum()
         rows = torch.where(mask, rows, torch.zeros_like(rows))
         return SupportDraw(rows, mask, counts)
 
@@ -344,8 +414,8 @@ class SupportSampling:
     """Mixin for completion methods that draw supporting groups from the training pool.
 
     Keeps one :class:`SupportingGroupSampler` per training pool (rebuilt only when the pool
-    tensor changes: a new pool or a device move), and draws groups for the missing pairs of a
-    batch, repeated ``eval_draws`` times at evaluation.
+    tensor changes: a new pool or a device move; or when ``seed`` changes), and draws groups
+    for the missing pairs of a batch, repeated ``eval_draws`` times at evaluation.
     """
 
     support_k: int | None
@@ -362,7 +432,11 @@ class SupportSampling:
         self._sampler_source: Tensor | None = None
 
     def sampler_for(self, pool: TrainingPool) -> SupportingGroupSampler:
-        if self._sampler is None or self._sampler_source is not pool.observed:
+        if (
+            self._sampler is None
+            or self._sampler_source is not pool.observed
+            or self._sampler.seed != self.seed
+        ):
             self._sampler = SupportingGroupSampler(pool.observed, k=self.support_k, seed=self.seed)
             self._sampler_source = pool.observed
         return self._sampler
@@ -391,17 +465,12 @@ class SupportSampling:
                 keys = b_idx
             else:
                 keys = context.sample_keys.to(observed.device)[b_idx]
-        if R > 1:
-            n = b_idx.shape[0]
-            b_idx, m_idx, codes = b_idx.repeat(R), m_idx.repeat(R), codes.repeat(R)
-            keys = keys.repeat(R) if keys is not None else None
-            draw_ids = torch.arange(R, device=observed.device).repeat_interleave(n)
-        else:
-            draw_ids = None
         exclude = None
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(observed.device)[b_idx]
-        draw = sampler.draw(m_idx, codes, context.training, keys, draw_ids, exclude)
+        draw = sampler.draw(m_idx, codes, context.training, keys, exclude=exclude, n_draws=R)
+        if R > 1:  # pairs repeated draw-major, like the draws
+            b_idx, m_idx, codes = b_idx.repeat(R), m_idx.repeat(R), codes.repeat(R)
         return b_idx, m_idx, codes, draw, R
 
 
