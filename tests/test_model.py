@@ -350,3 +350,43 @@ def test_training_module_passes_pool_rows_only_for_training_batches() -> None:
     assert "self_dropped" in out.info["completion"]["fallback"]
     out = module(batch, retrieve=True)
     assert "self_dropped" not in out.info["completion"]["fallback"]
+
+
+@pytest.mark.parametrize("completion", ["moe-retriever", "official-average"])
+def test_run_seed_reaches_the_evaluation_draws(completion: str) -> None:
+    """Evaluation groups are a hash of the run's seed: two seeds of a run see different groups
+    (so different retrieved tokens from identical weights), the same seed the same ones."""
+    dims = {"a": 6, "b": 5, "c": 7}
+    x, obs, _ = _data(dims, 80, seed=1)
+
+    def tokens(seed: int | None, cfg: dict | None = None) -> torch.Tensor:
+        torch.manual_seed(0)  # identical weights for every model
+        model = MultimodalClassifier(dims, 3, ModelConfig(**SMALL), completion, cfg, seed=seed)
+        model.set_training_pool(x, obs)
+        model.eval()
+        with torch.no_grad():
+            return model({m: v[:24] for m, v in x.items()}, obs[:24], torch.arange(24)).tokens
+
+    a, b, c = tokens(1), tokens(1), tokens(2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # an explicit completion seed wins over the run's seed; no seed at all = the default 0
+    assert torch.equal(tokens(2, {"seed": 1}), a)
+    assert torch.equal(tokens(None), tokens(0))
+
+
+def test_estimator_builds_the_model_with_the_run_seed() -> None:
+    from moe_retriever.training.config import TrainConfig
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    cfg = TrainConfig()
+    for seed in (0, 7):
+        model = MoERetrieverClassifier._build_model(cfg, {"a": 3, "b": 4}, 2, seed)
+        assert model.completion.seed == seed
+        assert model.completion.sampler_for(_pool(model)).seed == seed
+
+
+def _pool(model: MultimodalClassifier):  # type: ignore[no-untyped-def]
+    obs = torch.tensor([[1, 1], [1, 0]], dtype=torch.bool)
+    model.set_training_pool({"a": torch.zeros(2, 3), "b": torch.zeros(2, 4)}, obs)
+    return model.training_pool()

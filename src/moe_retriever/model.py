@@ -157,7 +157,12 @@ class MultimodalClassifier(nn.Module):
         completion: str = "moe-retriever",
         completion_cfg: dict[str, Any] | None = None,
         encoders: dict[str, nn.Module] | None = None,
+        seed: int | None = None,
     ) -> None:
+        """``seed``: the run's seed, handed to the completion method's supporting-group draws
+        (evaluation groups are a hash of it, so two seeds of a run see different groups and
+        the same seed the same ones). An explicit ``completion_cfg["seed"]`` wins; with
+        neither, the method's own default (0) is used. Methods without draws ignore it."""
         super().__init__()
         config = config or ModelConfig()
         if len(dims) < 2:
@@ -196,6 +201,9 @@ class MultimodalClassifier(nn.Module):
         self.completion = create_completion(
             completion, self.modalities, P, D, **(completion_cfg or {})
         )
+        set_seed = getattr(self.completion, "set_seed", None)
+        if seed is not None and "seed" not in (completion_cfg or {}) and callable(set_seed):
+            set_seed(int(seed))
         self.modality_emb = nn.Parameter(torch.randn(M, D) * 0.02)
         self.position_emb = nn.Parameter(torch.randn(P, D) * 0.02)
         self.fusion = nn.ModuleList(

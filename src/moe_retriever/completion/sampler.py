@@ -431,6 +431,12 @@ class SupportSampling:
         self._sampler: SupportingGroupSampler | None = None
         self._sampler_source: Tensor | None = None
 
+    def set_seed(self, seed: int) -> None:
+        """Seed of the supporting-group draws: evaluation groups are a hash of it (and of the
+        sample, target, draw and slot), and the training generator starts from it. The model
+        passes the run's seed here, so two seeds of a run draw different evaluation groups."""
+        self.seed = int(seed)
+
     def sampler_for(self, pool: TrainingPool) -> SupportingGroupSampler:
         if (
             self._sampler is None
