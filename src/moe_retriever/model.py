@@ -305,7 +305,12 @@ class MultimodalClassifier(nn.Module):
 
     def encode(self, x: dict[str, Tensor], observed: Tensor) -> Tensor:
         """Encoder tokens (B, M, P, D) of the observed entries; zeros in unobserved slots.
-        Only observed rows go through the encoders."""
+        Only observed rows go through the encoders.
+
+        The token tensor has the parameters' dtype (float32 under mixed precision too); the
+        encoders' outputs are cast to it where they are written. Under autocast they come out
+        in the autocast dtype (bf16/fp16), and ``index_put`` requires equal dtypes; the
+        downstream layers autocast their own inputs again, so nothing else changes."""
         B = observed.shape[0]
         P, D = self.config.n_tokens, self.config.dim
         out = []
@@ -313,7 +318,7 @@ class MultimodalClassifier(nn.Module):
             rows = observed[:, j].nonzero().squeeze(1)
             t = self.position_emb.new_zeros(B, P, D)
             if rows.numel():
-                t = t.index_put((rows,), self.encode_modality(m, x[m][rows]))
+                t = t.index_put((rows,), self.encode_modality(m, x[m][rows]).to(t.dtype))
             out.append(t)
         return torch.stack(out, dim=1)
 

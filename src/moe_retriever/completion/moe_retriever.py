@@ -286,10 +286,12 @@ class MoERetrieverCompletion(SupportSampling, Completion):
             res = self.moe(self.norm(flat), self.eligible[m_idx[token_pair]], m_idx[token_pair], M)
             member_out = res.output + flat if self.residual else res.output
             routed_flat = tokens.new_zeros(n * P, D).index_add(
-                0, token_pair * P + token_pos, member_out * weights[:, None]
+                0, token_pair * P + token_pos, (member_out * weights[:, None]).to(tokens.dtype)
             )
             routed = routed_flat.reshape(n, P, D)[pair]
-        out = tokens.new_zeros(n, P, D).index_put((pair,), routed)  # memberless pairs: zero
+        # memberless pairs: zero. Under autocast ``routed`` comes in the autocast dtype; the
+        # token tensor keeps the model's dtype (MultimodalClassifier.encode), so cast to it
+        out = tokens.new_zeros(n, P, D).index_put((pair,), routed.to(tokens.dtype))
         stats = {
             "token_pair": token_pair,
             "expert_index": res.expert_index,
