@@ -346,9 +346,11 @@ class MultimodalClassifier(nn.Module):
         sample_keys: Tensor | None = None,
         retrieve: bool = True,
         pool_index: Tensor | None = None,
+        x: dict[str, Tensor] | None = None,
     ) -> CompletionOutput:
         """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens).
-        ``pool_index``: the samples' rows in the training pool (training batches only)."""
+        ``pool_index``: the samples' rows in the training pool (training batches only);
+        ``x``: the batch's raw inputs (for methods that compare samples in input space)."""
         if not retrieve:
             return CompletionOutput(tokens, tokens.new_zeros(()), {"retrieve": False})
         pool = None
@@ -366,6 +368,7 @@ class MultimodalClassifier(nn.Module):
             training=self.training,
             modalities=list(self.modalities),
             pool_index=pool_index,
+            x=x,
         )
         return self.completion(tokens, observed, ctx)
 
@@ -393,7 +396,7 @@ class MultimodalClassifier(nn.Module):
             true_tokens = tokens
             observed = observed & ~hidden
             tokens = tokens.masked_fill(hidden[:, :, None, None], 0.0)
-        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index)
+        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index, x)
         completed = comp.tokens
         align = completed.new_zeros(())
         if hidden is not None:

@@ -331,3 +331,78 @@ def test_training_on_miniacc_falls_back_only_for_empty_pools(
     assert unseen > 0  # the case that used to fall back: combinations absent from training
     assert fallbacks == int((~has_pool).sum())  # so 0 for every pair with a non-empty pool
     assert fallbacks < len(target) / 20
+
+
+def test_similar_selection_takes_the_top_k_pool_members_by_cosine() -> None:
+    from moe_retriever.completion.base import TrainingPool
+    from moe_retriever.completion.sampler import SimilarSelector
+
+    g = torch.Generator().manual_seed(0)
+    N, dims = 120, {"a": 4, "b": 3, "c": 5, "d": 2}
+    obs = _observed(N, 4, seed=21, p=0.6)
+    x = {m: torch.randn(N, f, generator=g) * 3 + 1 for m, f in dims.items()}
+    x = {m: v * obs[:, j, None] for j, (m, v) in enumerate(x.items())}
+    pool = TrainingPool(list(dims), x, obs)
+    sampler = SupportingGroupSampler(obs, k=3)
+    sel = SimilarSelector(pool)
+    bobs = _observed(20, 4, seed=22, p=0.5)
+    bx = {
+        m: torch.randn(20, f, generator=g) * bobs[:, j, None]
+        for j, (m, f) in enumerate(dims.items())
+    }
+    b_idx, target = (~bobs).nonzero(as_tuple=True)
+    codes = combination_codes(bobs)[b_idx]
+    exclude = torch.where(torch.arange(len(b_idx)) % 2 == 0, torch.arange(len(b_idx)), -1)
+    d = sel.select(sampler, bx, b_idx, target, codes, exclude)
+    d2 = sel.select(sampler, bx, b_idx.flip(0), target.flip(0), codes.flip(0), exclude.flip(0))
+    assert torch.equal(d2.index.flip(0), d.index)  # deterministic, per pair
+    # brute force: standardize with the pool's observed rows, cosine over the sample's modalities
+    z = {}
+    for j, m in enumerate(dims):
+        rows = x[m][obs[:, j]]
+        mu, sd = rows.mean(0), rows.std(0, unbiased=False)
+        z[m] = ((x[m] - mu) / sd * obs[:, j, None], (bx[m] - mu) / sd)
+    for i in range(len(b_idx)):
+        b, m, c = int(b_idx[i]), int(target[i]), int(codes[i])
+        mods = [name for j, name in enumerate(dims) if (c >> j) & 1]
+        pool_rows = set(sampler.pool_members(m, c).tolist())
+        if not pool_rows:  # empty pool: the fallback, training rows observing m
+            pool_rows = set(obs[:, m].nonzero().squeeze(1).tolist())
+        pool_rows.discard(int(exclude[i]))
+        got = d.index[i][d.mask[i]].tolist()
+        assert len(got) == min(3, len(pool_rows))
+        assert set(got) <= pool_rows
+        s = torch.nn.functional.cosine_similarity(
+            torch.cat([z[n][1][b] for n in mods])[None],
+            torch.cat([z[n][0] for n in mods], dim=1),
+            dim=1,
+        )
+        ranked = sorted(pool_rows, key=lambda r: -float(s[r]))
+        assert [round(float(s[r]), 5) for r in got] == [
+            round(float(s[r]), 5) for r in ranked[: len(got)]
+        ]
+
+
+def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+
+    torch.manual_seed(0)
+    dims = {"a": 3, "b": 4, "c": 2}
+    obs = _observed(30, 3, seed=5, p=0.6)
+    x = {m: torch.randn(30, d) * obs[:, j, None] for j, (m, d) in enumerate(dims.items())}
+    cfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8)
+    for method in ("moe-retriever", "official-average"):
+        model = MultimodalClassifier(dims, 2, cfg, method, {"support_select": "similar"})
+        model.set_training_pool(x, obs)
+        for train in (True, False):
+            model.train(train)
+            out = model(x, obs, torch.arange(30), pool_index=torch.arange(30) if train else None)
+            assert torch.isfinite(out.logits).all()
+            assert int(out.info["completion"]["fallback"]["pairs"]) > 0
+        model.eval()
+        with torch.no_grad():
+            a = model(x, obs, torch.arange(30)).tokens
+            b = model(x, obs, torch.arange(30) + 1000).tokens  # no dependence on sample keys
+        assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="support_select"):
+            MultimodalClassifier(dims, 2, cfg, method, {"support_select": "nearest"})

@@ -4,7 +4,10 @@ METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once
 
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
    (:mod:`moe_retriever.completion.sampler`); their modality-m inputs are encoded once per batch
-   (each distinct training row once) with the model's own encoder of m;
+   (each distinct training row once) with the model's own encoder of m. ``support_select``:
+   ``"random"`` (default, METHOD.md) draws them; ``"similar"`` takes the k pool members whose
+   standardized raw inputs of the sample's observed modalities are closest in cosine to the
+   sample's (deterministic, one group per pair; :class:`~.sampler.SimilarSelector`);
 2. inter-modal context: the sample's own observed modalities' encoder tokens;
 3. one sequence per pair, [k supporting members' P tokens; M own-modality slots' P tokens], plus
    learned role (support / own), modality and patch-position embeddings, goes through a pre-norm
@@ -94,9 +97,10 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         dispatch: str = "tiles",
         tile: int = 128,
         residual: bool = True,
+        support_select: str = "random",
     ) -> None:
         Completion.__init__(self, modalities, n_tokens, dim)
-        self._init_sampling(k, eval_draws, seed)
+        self._init_sampling(k, eval_draws, seed, support_select)
         if routing not in ("pooled", "tokens"):
             raise ValueError(f"routing must be 'pooled' or 'tokens', got {routing!r}")
         if pooling not in ("fixed", "attention"):

@@ -42,6 +42,7 @@ returns row indices into the training pool.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -358,6 +359,105 @@ class SupportingGroupSampler:
         return rows, mask & (rows != ex)
 
 
+SUPPORT_SELECT = ("random", "similar")
+
+
+class SimilarSelector:
+    """``support_select="similar"``: the k pool members most similar to the sample.
+
+    Similarity is the cosine between the sample's and the member's standardized raw inputs
+    over the sample's observed modalities O_i (every member of the (m, O_i) pool observes them
+    by construction; in a fallback pool a member's unobserved modalities count as zeros).
+    Standardization uses the TRAINING pool's per-feature mean and std over the rows observing
+    the modality (computed once per pool, no RNG, no evaluation data). Selection is
+    deterministic: ties go to the lower training row (stable sort). The pool, its fallback and
+    the exclusion of the sample's own row are those of :class:`SupportingGroupSampler`. When a
+    pool has fewer than k members (after exclusion), all of them are the group. Cost: one
+    (pairs x N_train) similarity matrix per batch, built with one matmul per modality.
+    """
+
+    def __init__(self, pool: TrainingPool, eps: float = 1e-6) -> None:
+        self.modalities = list(pool.modalities)
+        self.codes = combination_codes(pool.observed)
+        self.mean: dict[str, Tensor] = {}
+        self.std: dict[str, Tensor] = {}
+        self.z: dict[str, Tensor] = {}
+        sq = []
+        for j, m in enumerate(self.modalities):
+            v = pool.x[m].float()
+            obs = pool.observed[:, j]
+            rows = v[obs]
+            mean = rows.mean(0) if rows.shape[0] else v.new_zeros(v.shape[1])
+            std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else v.new_ones(v.shape[1])
+            std = torch.where(std > eps, std, torch.ones_like(std))
+            z = torch.where(obs[:, None], (v - mean) / std, torch.zeros_like(v))
+            self.mean[m], self.std[m], self.z[m] = mean, std, z
+            sq.append((z * z).sum(1))
+        self.sq_norm = torch.stack(sq, 1)  # (N, M) squared norm per row and modality
+
+    def similarity(self, x: dict[str, Tensor], b_idx: Tensor, codes: Tensor) -> Tensor:
+        """(n, N) cosine of each pair's sample to every training row over its modalities."""
+        n, N = b_idx.shape[0], self.codes.shape[0]
+        dot = torch.zeros(n, N, device=b_idx.device)
+        own = torch.zeros(n, device=b_idx.device)
+        other = torch.zeros(n, N, device=b_idx.device)
+        for j, m in enumerate(self.modalities):  # one matmul per modality, never per pair
+            has = ((codes >> j) & 1).bool()
+            zb = (x[m][b_idx].float().to(self.z[m].device) - self.mean[m]) / self.std[m]
+            zb = zb * has[:, None]
+            dot = dot + zb @ self.z[m].T
+            own = own + (zb * zb).sum(1)
+            other = other + has[:, None] * self.sq_norm[None, :, j]
+        return dot / (own.sqrt()[:, None] * other.sqrt()).clamp_min(1e-12)
+
+    def select(
+        self,
+        sampler: SupportingGroupSampler,
+        x: dict[str, Tensor],
+        b_idx: Tensor,
+        target: Tensor,
+        codes: Tensor,
+        exclude: Tensor | None = None,
+    ) -> SupportDraw:
+        """Groups of the top-k most similar members of each pair's pool (see the class)."""
+        dev = target.device
+        n = target.shape[0]
+        key_id = sampler.key_ids(target, codes) if n else target.long()
+        empty = sampler.pool_size[key_id] == 0
+        bit = torch.ones_like(target) << target
+        need = torch.where(empty, bit, codes | bit)  # the fallback pool: rows observing m
+        member = (self.codes[None, :] & need[:, None]) == need[:, None]  # (n, N)
+        self_in = torch.zeros(n, dtype=torch.bool, device=dev)
+        if exclude is not None:
+            ex = exclude.to(dev)
+            ok = ex >= 0
+            rows = torch.arange(n, device=dev)[ok]
+            self_in[ok] = member[rows, ex[ok]]
+            member[rows, ex[ok]] = False
+        size = member.sum(1)
+        k_i = sampler.group_sizes(codes)
+        k_eff = torch.minimum(k_i, size)
+        k_max = int(k_eff.max()) if n else 0
+        counts = {
+            "fallback_empty_pool": empty.sum(),
+            "no_support": (size == 0).sum(),
+            "with_replacement": torch.zeros((), dtype=torch.long, device=dev),
+            "unseen_combination": (~torch.isin(codes, sampler.codes)).sum(),
+            "pairs": torch.tensor(n, device=dev),
+        }
+        if exclude is not None:
+            counts["self_dropped"] = (self_in & (size < k_i)).sum()
+        if k_max == 0:
+            z = torch.zeros(n, 0, dtype=torch.long, device=dev)
+            return SupportDraw(z, z.bool(), counts)
+        sim = self.similarity(x, b_idx, codes)
+        sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k_max]
+        mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
+        rows = torch.where(mask, order, torch.zeros_like(order))
+        return SupportDraw(rows, mask, counts)
+
+
 def encode_support_unique(
     encode: Callable[[str, Tensor], Tensor],
     pool: TrainingPool,
@@ -421,15 +521,25 @@ class SupportSampling:
     support_k: int | None
     eval_draws: int
     seed: int
+    support_select: str
 
-    def _init_sampling(self, k: int | None, eval_draws: int, seed: int) -> None:
+    def _init_sampling(
+        self, k: int | None, eval_draws: int, seed: int, support_select: str = "random"
+    ) -> None:
         if eval_draws < 1:
             raise ValueError(f"eval_draws must be >= 1, got {eval_draws}")
+        if support_select not in SUPPORT_SELECT:
+            raise ValueError(
+                f"support_select must be one of {SUPPORT_SELECT}, got {support_select!r}"
+            )
         self.support_k = k
         self.eval_draws = int(eval_draws)
         self.seed = int(seed)
+        self.support_select = support_select
         self._sampler: SupportingGroupSampler | None = None
         self._sampler_source: Tensor | None = None
+        self._selector: SimilarSelector | None = None
+        self._selector_source: Tensor | None = None
 
     def set_seed(self, seed: int) -> None:
         """Seed of the supporting-group draws: evaluation groups are a hash of it (and of the
@@ -447,13 +557,33 @@ class SupportSampling:
             self._sampler_source = pool.observed
         return self._sampler
 
+    def _select_similar(
+        self, context: CompletionContext, b_idx: Tensor, m_idx: Tensor, codes: Tensor
+    ) -> SupportDraw:
+        pool = context.pool
+        assert pool is not None
+        if context.x is None:
+            raise ValueError(
+                'support_select="similar" compares raw inputs: the completion context needs '
+                "the batch's inputs (context.x); MultimodalClassifier passes them"
+            )
+        if self._selector is None or self._selector_source is not pool.observed:
+            self._selector = SimilarSelector(pool)
+            self._selector_source = pool.observed
+        exclude = None
+        if context.training and context.pool_index is not None:
+            exclude = context.pool_index.to(b_idx.device)[b_idx]
+        sampler = self.sampler_for(pool)
+        return self._selector.select(sampler, context.x, b_idx, m_idx, codes, exclude)
+
     def draw_pairs(
         self, observed: Tensor, context: CompletionContext
     ) -> tuple[Tensor, Tensor, Tensor, SupportDraw, int]:
         """Missing pairs of the batch (repeated R times at evaluation) and their groups.
 
         Returns (b_idx, m_idx, codes, draw, R) with pairs ordered draw-major: pair p of draw r
-        sits at r * n_pairs + p.
+        sits at r * n_pairs + p. With ``support_select="similar"`` the group is the pool's k
+        most similar members (:class:`SimilarSelector`), one deterministic group (R = 1).
         """
         if context.pool is None:
             raise ValueError(
@@ -463,6 +593,8 @@ class SupportSampling:
         sampler = self.sampler_for(context.pool)
         b_idx, m_idx = (~observed).nonzero(as_tuple=True)
         codes = combination_codes(observed)[b_idx]
+        if self.support_select == "similar":  # deterministic: one group per pair
+            return b_idx, m_idx, codes, self._select_similar(context, b_idx, m_idx, codes), 1
         R = 1 if context.training else self.eval_draws
         keys = None
         if not context.training:
