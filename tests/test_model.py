@@ -350,3 +350,90 @@ def test_training_module_passes_pool_rows_only_for_training_batches() -> None:
     assert "self_dropped" in out.info["completion"]["fallback"]
     out = module(batch, retrieve=True)
     assert "self_dropped" not in out.info["completion"]["fallback"]
+
+
+@pytest.mark.parametrize("completion", ["moe-retriever", "official-average"])
+def test_run_seed_reaches_the_evaluation_draws(completion: str) -> None:
+    """Evaluation groups are a hash of the run's seed: two seeds of a run see different groups
+    (so different retrieved tokens from identical weights), the same seed the same ones."""
+    dims = {"a": 6, "b": 5, "c": 7}
+    x, obs, _ = _data(dims, 80, seed=1)
+
+    def tokens(seed: int | None, cfg: dict | None = None) -> torch.Tensor:
+        torch.manual_seed(0)  # identical weights for every model
+        model = MultimodalClassifier(dims, 3, ModelConfig(**SMALL), completion, cfg, seed=seed)
+        model.set_training_pool(x, obs)
+        model.eval()
+        with torch.no_grad():
+            return model({m: v[:24] for m, v in x.items()}, obs[:24], torch.arange(24)).tokens
+
+    a, b, c = tokens(1), tokens(1), tokens(2)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # an explicit completion seed wins over the run's seed; no seed at all = the default 0
+    assert torch.equal(tokens(2, {"seed": 1}), a)
+    assert torch.equal(tokens(None), tokens(0))
+
+
+def test_estimator_builds_the_model_with_the_run_seed() -> None:
+    from moe_retriever.training.config import TrainConfig
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    cfg = TrainConfig()
+    for seed in (0, 7):
+        model = MoERetrieverClassifier._build_model(cfg, {"a": 3, "b": 4}, 2, seed)
+        assert model.completion.seed == seed
+        assert model.completion.sampler_for(_pool(model)).seed == seed
+
+
+def _pool(model: MultimodalClassifier):  # type: ignore[no-untyped-def]
+    obs = torch.tensor([[1, 1], [1, 0]], dtype=torch.bool)
+    model.set_training_pool({"a": torch.zeros(2, 3), "b": torch.zeros(2, 4)}, obs)
+    return model.training_pool()
+
+
+@pytest.mark.parametrize("completion", ["moe-retriever", "official-average"])
+def test_one_bf16_mixed_training_step_on_cpu_through_lightning(completion: str) -> None:
+    """``--precision bf16-mixed`` used to crash where encoder tokens (bf16 under autocast) were
+    written into the float32 (B, M, P, D) tensor, and in the sparse MoE's buffers."""
+    import lightning as L
+
+    from moe_retriever.training.config import TrainConfig
+    from moe_retriever.training.module import ClassifierModule
+
+    torch.manual_seed(0)
+    dims = {"a": 5, "b": 6, "c": 7}
+    x, obs, y = _data(dims, 40, p=0.6)
+    model = _model(dims, completion, fusion_moe=True, retrieval_dropout=0.3)
+    model.set_training_pool(x, obs)
+    cfg = TrainConfig()
+    cfg.train.epochs, cfg.train.warmup_epochs = 1, 0  # retrieval on in the first step
+    module = ClassifierModule(model, cfg, seed=0)
+    idx = torch.arange(16)
+    batch = {"x": {m: v[idx] for m, v in x.items()}, "observed": obs[idx], "y": y[idx]}
+    batch.update(keys=idx, index=idx)
+    loader = torch.utils.data.DataLoader([batch], batch_size=None)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+    trainer = L.Trainer(
+        precision="bf16-mixed",
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 1
+    loss = trainer.callback_metrics["loss"]
+    assert torch.isfinite(loss)
+    assert module.history[0]["retrieval"] is True
+    changed = {k for k, p in model.named_parameters() if not torch.equal(p, before[k])}
+    assert any(k.startswith("encoders.") for k in changed)
+    assert any(k.startswith("fusion.") and ".ffn." in k for k in changed)  # the sparse MoE
+    if completion == "moe-retriever":
+        assert any(k.startswith("completion.moe.") for k in changed)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

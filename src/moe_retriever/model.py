@@ -157,7 +157,12 @@ class MultimodalClassifier(nn.Module):
         completion: str = "moe-retriever",
         completion_cfg: dict[str, Any] | None = None,
         encoders: dict[str, nn.Module] | None = None,
+        seed: int | None = None,
     ) -> None:
+        """``seed``: the run's seed, handed to the completion method's supporting-group draws
+        (evaluation groups are a hash of it, so two seeds of a run see different groups and
+        the same seed the same ones). An explicit ``completion_cfg["seed"]`` wins; with
+        neither, the method's own default (0) is used. Methods without draws ignore it."""
         super().__init__()
         config = config or ModelConfig()
         if len(dims) < 2:
@@ -196,6 +201,9 @@ class MultimodalClassifier(nn.Module):
         self.completion = create_completion(
             completion, self.modalities, P, D, **(completion_cfg or {})
         )
+        set_seed = getattr(self.completion, "set_seed", None)
+        if seed is not None and "seed" not in (completion_cfg or {}) and callable(set_seed):
+            set_seed(int(seed))
         self.modality_emb = nn.Parameter(torch.randn(M, D) * 0.02)
         self.position_emb = nn.Parameter(torch.randn(P, D) * 0.02)
         self.fusion = nn.ModuleList(
@@ -297,7 +305,12 @@ class MultimodalClassifier(nn.Module):
 
     def encode(self, x: dict[str, Tensor], observed: Tensor) -> Tensor:
         """Encoder tokens (B, M, P, D) of the observed entries; zeros in unobserved slots.
-        Only observed rows go through the encoders."""
+        Only observed rows go through the encoders.
+
+        The token tensor has the parameters' dtype (float32 under mixed precision too); the
+        encoders' outputs are cast to it where they are written. Under autocast they come out
+        in the autocast dtype (bf16/fp16), and ``index_put`` requires equal dtypes; the
+        downstream layers autocast their own inputs again, so nothing else changes."""
         B = observed.shape[0]
         P, D = self.config.n_tokens, self.config.dim
         out = []
@@ -305,7 +318,7 @@ class MultimodalClassifier(nn.Module):
             rows = observed[:, j].nonzero().squeeze(1)
             t = self.position_emb.new_zeros(B, P, D)
             if rows.numel():
-                t = t.index_put((rows,), self.encode_modality(m, x[m][rows]))
+                t = t.index_put((rows,), self.encode_modality(m, x[m][rows]).to(t.dtype))
             out.append(t)
         return torch.stack(out, dim=1)
 
@@ -333,9 +346,11 @@ class MultimodalClassifier(nn.Module):
         sample_keys: Tensor | None = None,
         retrieve: bool = True,
         pool_index: Tensor | None = None,
+        x: dict[str, Tensor] | None = None,
     ) -> CompletionOutput:
         """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens).
-        ``pool_index``: the samples' rows in the training pool (training batches only)."""
+        ``pool_index``: the samples' rows in the training pool (training batches only);
+        ``x``: the batch's raw inputs (for methods that compare samples in input space)."""
         if not retrieve:
             return CompletionOutput(tokens, tokens.new_zeros(()), {"retrieve": False})
         pool = None
@@ -353,6 +368,7 @@ class MultimodalClassifier(nn.Module):
             training=self.training,
             modalities=list(self.modalities),
             pool_index=pool_index,
+            x=x,
         )
         return self.completion(tokens, observed, ctx)
 
@@ -380,7 +396,7 @@ class MultimodalClassifier(nn.Module):
             true_tokens = tokens
             observed = observed & ~hidden
             tokens = tokens.masked_fill(hidden[:, :, None, None], 0.0)
-        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index)
+        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index, x)
         completed = comp.tokens
         align = completed.new_zeros(())
         if hidden is not None:

@@ -61,3 +61,22 @@ def test_eval_fill_depends_on_the_pool_not_on_other_eval_samples(name):
         full = model(x, obs).tokens
         alone = model({m: v[:1] for m, v in x.items()}, obs[:1]).tokens
     torch.testing.assert_close(full[:1], alone)
+
+
+def test_official_average_draws_once_at_evaluation_by_default():
+    """The authors' code draws ONE supporting group per sample at evaluation; the baseline
+    that keeps their behaviour must too (more draws average the fill: another method)."""
+
+    def fill(**cfg):
+        torch.manual_seed(0)
+        mcfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8, encoder_hidden=8)
+        model = MultimodalClassifier(DIMS, 3, mcfg, "official-average", cfg).eval()
+        model.set_training_pool(*_batch(40, 0)[:2])
+        x, obs, _ = _batch(10, 3)
+        with torch.no_grad():
+            return model.completion.eval_draws, model(x, obs, torch.arange(10)).tokens
+
+    draws, default = fill()
+    assert draws == 1
+    assert torch.equal(default, fill(eval_draws=1)[1])
+    assert not torch.equal(default, fill(eval_draws=4)[1])

@@ -6,6 +6,9 @@ import time
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor
 
 from moe_retriever.completion.sampler import (
     SupportingGroupSampler,
@@ -72,18 +75,24 @@ def test_small_pool_draws_with_replacement_and_counts_it() -> None:
     assert int(d.counts["with_replacement"]) == 1
 
 
-def test_unknown_combination_and_empty_pool_fall_back_and_are_counted() -> None:
+def test_unseen_combination_gets_its_superset_pool_and_only_empty_pools_fall_back() -> None:
     obs = torch.tensor([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 0, 0]], dtype=torch.bool)
     s = SupportingGroupSampler(obs, k=2)
     # code 0b011 occurs (row 0) but no training sample has {0, 1, 2}: empty pool
-    # code 0b110 occurs too (row 2) -> target 0 pool empty; code 0b100 never occurs -> unknown
+    # code 0b110 occurs too (row 2) -> target 0 pool empty; code 0b100 never occurs in
+    # training, but row 1 observes {0, 2}: its pool is {row 1}, no fallback
     target = torch.tensor([2, 0, 0])
     codes = torch.tensor([0b011, 0b110, 0b100])
-    d = s.draw(target, codes, False, sample_keys=torch.tensor([1, 2, 3]))
-    assert int(d.counts["fallback_empty_pool"]) == 2
-    assert int(d.counts["fallback_unknown_combination"]) == 1
-    for i, m in enumerate(target.tolist()):  # fallback = training samples having m
-        assert bool(obs[d.index[i][d.mask[i]], m].all())
+    for n_draws in (1, 3):
+        d = s.draw(target, codes, False, sample_keys=torch.tensor([1, 2, 3]), n_draws=n_draws)
+        assert d.index.shape[0] == 3 * n_draws
+        assert int(d.counts["fallback_empty_pool"]) == 2  # once per pair, not per draw
+        assert int(d.counts["unseen_combination"]) == 1
+        assert int(d.counts["pairs"]) == 3
+        for i, m in enumerate(target.tolist() * n_draws):  # fallback = samples having m
+            assert bool(obs[d.index[i][d.mask[i]], m].all())
+        for r in range(n_draws):  # the unseen combination draws from its superset pool
+            assert d.index[r * 3 + 2][d.mask[r * 3 + 2]].tolist() == [1, 1]
 
 
 def test_modality_never_observed_in_training_gives_no_support() -> None:
@@ -139,7 +148,19 @@ def test_sixteen_modalities_are_cheap() -> None:
     d = s.draw(target, codes, True)
     assert build < 10.0
     assert d.index.shape[0] == len(target)
-    assert int(d.counts["fallback_unknown_combination"]) > 0  # 16 bits: most codes are new
+    assert int(d.counts["unseen_combination"]) > 0  # 16 bits: most codes are new
+    codes_train = combination_codes(obs)
+    n_empty = 0
+    for i in range(len(target)):  # ... and still get members observing O and the target
+        need = int(codes[i]) | (1 << int(target[i]))
+        if not bool(((codes_train & need) == need).any()):
+            n_empty += 1
+            continue
+        rows = d.index[i][d.mask[i]]
+        assert bool(((codes_train[rows] & need) == need).all())
+    assert int(d.counts["fallback_empty_pool"]) == n_empty
+    # the cache holds the M fallback pools and the distinct keys met, not 2^16 of anything
+    assert s.n_pools == 16 + len(set(zip(target.tolist(), codes.tolist())))
 
 
 def test_hash_uniform_range_and_determinism() -> None:
@@ -156,3 +177,232 @@ def test_member_weights() -> None:
     torch.testing.assert_close(w[0], torch.tensor([0.25, 0.25, 0, 0.5, 0]))
     torch.testing.assert_close(w[1], torch.tensor([0, 0, 0, 0.5, 0.5]))
     torch.testing.assert_close(w[2], torch.tensor([1.0, 0, 0, 0, 0]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    M=st.integers(2, 6),
+    p=st.floats(0.2, 0.95),
+    n_pairs=st.integers(1, 30),
+    k=st.one_of(st.none(), st.integers(1, 5)),
+    n_draws=st.integers(1, 3),
+    training=st.booleans(),
+    seed=st.integers(0, 10_000),
+)
+def test_members_observe_combination_and_target_whenever_possible(
+    n: int,
+    M: int,
+    p: float,
+    n_pairs: int,
+    k: int | None,
+    n_draws: int,
+    training: bool,
+    seed: int,
+) -> None:
+    """Property: for ANY query combination O (occurring in training or not) and target m not
+    in O, every member observes O and m when some training sample does; otherwise the pair
+    falls back to samples observing m, and that is counted once per pair."""
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.rand(n, M, generator=g) < p
+    target = torch.randint(0, M, (n_pairs,), generator=g)
+    codes = torch.randint(0, 1 << M, (n_pairs,), generator=g)
+    codes = codes & ~(torch.ones_like(target) << target)  # any O without m (even {})
+    s = SupportingGroupSampler(obs, k=k, seed=seed)
+    d = s.draw(target, codes, training, sample_keys=torch.arange(n_pairs), n_draws=n_draws)
+    codes_train = combination_codes(obs)
+    need = codes | (torch.ones_like(target) << target)
+    has_pool = ((codes_train[None, :] & need[:, None]) == need[:, None]).any(dim=1)
+    has_m = obs[:, target].any(dim=0)
+    assert d.index.shape[0] == n_pairs * n_draws
+    for i in range(n_pairs * n_draws):
+        j = i % n_pairs
+        rows = d.index[i][d.mask[i]]
+        assert bool((rows >= 0).all()) and bool((rows < n).all())
+        if bool(has_pool[j]):
+            assert bool(((codes_train[rows] & need[j]) == need[j]).all())
+            assert len(rows) == (k if k is not None else bin(int(codes[j])).count("1"))
+        elif bool(has_m[j]):
+            assert bool(obs[rows, target[j]].all()) and len(rows) > 0
+        else:
+            assert len(rows) == 0
+    assert int(d.counts["fallback_empty_pool"]) == int((~has_pool).sum())
+    assert int(d.counts["no_support"]) == int((~has_m).sum())
+    assert int(d.counts["pairs"]) == n_pairs
+    unseen = ~(codes[:, None] == codes_train[None, :]).any(dim=1)
+    assert int(d.counts["unseen_combination"]) == int(unseen.sum())
+
+
+def test_pool_cache_order_and_contents_do_not_change_draws() -> None:
+    """Pools are built on demand; draws must not depend on which keys were cached before (no
+    RNG state, no order dependence in the cache), so a resumed run replays exactly."""
+    obs = _observed(300, 6, seed=11)
+    target, codes = _pairs(_observed(80, 6, seed=12, p=0.5), torch.arange(80))
+    keys = torch.arange(len(target)) * 31 + 7
+    fresh = SupportingGroupSampler(obs, seed=5)
+    warm = SupportingGroupSampler(obs, seed=5)
+    other_t, other_c = _pairs(_observed(50, 6, seed=13, p=0.4), torch.arange(50))
+    warm.draw(other_t, other_c, False, sample_keys=torch.arange(len(other_t)))
+    assert warm.n_pools > fresh.n_pools
+    fresh.generator.manual_seed(99)
+    warm.generator.manual_seed(99)
+    for training in (True, False):
+        a = fresh.draw(target, codes, training, sample_keys=keys)
+        b = warm.draw(target, codes, training, sample_keys=keys)
+        assert torch.equal(a.index, b.index) and torch.equal(a.mask, b.mask)
+    met = set(zip(target.tolist(), codes.tolist())) | set(zip(other_t.tolist(), other_c.tolist()))
+    n_keys = len(met)
+    assert warm.n_pools == 6 + n_keys  # fallbacks + distinct keys met
+
+
+def test_pool_members_of_any_combination_equal_brute_force() -> None:
+    obs = _observed(200, 5, seed=4, p=0.5)
+    s = SupportingGroupSampler(obs)
+    codes = combination_codes(obs)
+    for c in range(1 << 5):  # every subset, occurring in training or not
+        for m in range(5):
+            if (c >> m) & 1:
+                continue
+            need = c | (1 << m)
+            expected = ((codes & need) == need).nonzero().squeeze(1)
+            assert torch.equal(s.pool_members(m, c).sort().values, expected), (m, c)
+    with pytest.raises(ValueError, match="already contains target"):
+        s.pool_members(1, 0b10)
+
+
+def test_completion_counts_fallbacks_once_per_pair_with_several_eval_draws() -> None:
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+
+    torch.manual_seed(0)
+    # training: modality 2 is only ever observed alone, so (2, O={0}) has an empty pool
+    obs = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 0]], dtype=torch.bool)
+    dims = {"a": 3, "b": 4, "c": 2}
+    x = {m: torch.randn(5, d) for m, d in dims.items()}
+    cfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8, retrieval_dropout=0.0)
+    for method in ("moe-retriever", "official-average"):
+        model = MultimodalClassifier(dims, 2, cfg, method, {"eval_draws": 3}).eval()
+        model.set_training_pool(x, obs)
+        batch = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=torch.bool)
+        bx = {m: torch.randn(3, d) * batch[:, j, None] for j, (m, d) in enumerate(dims.items())}
+        fb = model(bx, batch, sample_keys=torch.arange(3)).info["completion"]["fallback"]
+        # 6 missing pairs, each counted once (not 3 times): (c | {a}) twice has an empty pool;
+        # (b | {a}), (a | {b}), (c | {b}) do not; {b} alone is not a training combination
+        assert int(fb["pairs"]) == 6
+        assert int(fb["fallback_empty_pool"]) == 2
+        assert int(fb["unseen_combination"]) == 2
+
+
+def test_training_on_miniacc_falls_back_only_for_empty_pools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Self-supervision hides observed entries, creating combinations training never shows;
+    with pools by superset test none of their pairs falls back unless the pool is empty."""
+    from moe_retriever.data.splits import apply_split, make_split
+    from moe_retriever.datasets import load_dataset
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    seen: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []
+    original = SupportingGroupSampler.draw
+
+    def recording_draw(self, target, codes, training, *args, **kwargs):  # type: ignore[no-untyped-def]
+        d = original(self, target, codes, training, *args, **kwargs)
+        if training:
+            seen.append((target.clone(), codes.clone(), dict(d.counts)))
+        return d
+
+    monkeypatch.setattr(SupportingGroupSampler, "draw", recording_draw)
+    data = load_dataset("miniacc")
+    train, val, _ = apply_split(data, make_split(data, seed=0))
+    config = {
+        "model": {"n_tokens": 4, "dim": 16, "n_heads": 2, "head_hidden": 16},
+        "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "patience": None},
+        "runtime": {"accelerator": "cpu", "progress_bar": False, "threads": 1},
+    }
+    clf = MoERetrieverClassifier(config=config, seed=0).fit(train, val)
+    assert clf.model_.config.retrieval_dropout > 0  # self-supervision on (the default)
+    pool_codes = combination_codes(clf.model_.pool.observed)
+    target = torch.cat([t for t, _, _ in seen])
+    codes = torch.cat([c for _, c, _ in seen])
+    need = codes | (torch.ones_like(target) << target)
+    has_pool = ((pool_codes[None, :] & need[:, None]) == need[:, None]).any(dim=1)
+    fallbacks = sum(int(c["fallback_empty_pool"]) for _, _, c in seen)
+    unseen = sum(int(c["unseen_combination"]) for _, _, c in seen)
+    assert len(target) > 100
+    assert unseen > 0  # the case that used to fall back: combinations absent from training
+    assert fallbacks == int((~has_pool).sum())  # so 0 for every pair with a non-empty pool
+    assert fallbacks < len(target) / 20
+
+
+def test_similar_selection_takes_the_top_k_pool_members_by_cosine() -> None:
+    from moe_retriever.completion.base import TrainingPool
+    from moe_retriever.completion.sampler import SimilarSelector
+
+    g = torch.Generator().manual_seed(0)
+    N, dims = 120, {"a": 4, "b": 3, "c": 5, "d": 2}
+    obs = _observed(N, 4, seed=21, p=0.6)
+    x = {m: torch.randn(N, f, generator=g) * 3 + 1 for m, f in dims.items()}
+    x = {m: v * obs[:, j, None] for j, (m, v) in enumerate(x.items())}
+    pool = TrainingPool(list(dims), x, obs)
+    sampler = SupportingGroupSampler(obs, k=3)
+    sel = SimilarSelector(pool)
+    bobs = _observed(20, 4, seed=22, p=0.5)
+    bx = {
+        m: torch.randn(20, f, generator=g) * bobs[:, j, None]
+        for j, (m, f) in enumerate(dims.items())
+    }
+    b_idx, target = (~bobs).nonzero(as_tuple=True)
+    codes = combination_codes(bobs)[b_idx]
+    exclude = torch.where(torch.arange(len(b_idx)) % 2 == 0, torch.arange(len(b_idx)), -1)
+    d = sel.select(sampler, bx, b_idx, target, codes, exclude)
+    d2 = sel.select(sampler, bx, b_idx.flip(0), target.flip(0), codes.flip(0), exclude.flip(0))
+    assert torch.equal(d2.index.flip(0), d.index)  # deterministic, per pair
+    # brute force: standardize with the pool's observed rows, cosine over the sample's modalities
+    z = {}
+    for j, m in enumerate(dims):
+        rows = x[m][obs[:, j]]
+        mu, sd = rows.mean(0), rows.std(0, unbiased=False)
+        z[m] = ((x[m] - mu) / sd * obs[:, j, None], (bx[m] - mu) / sd)
+    for i in range(len(b_idx)):
+        b, m, c = int(b_idx[i]), int(target[i]), int(codes[i])
+        mods = [name for j, name in enumerate(dims) if (c >> j) & 1]
+        pool_rows = set(sampler.pool_members(m, c).tolist())
+        if not pool_rows:  # empty pool: the fallback, training rows observing m
+            pool_rows = set(obs[:, m].nonzero().squeeze(1).tolist())
+        pool_rows.discard(int(exclude[i]))
+        got = d.index[i][d.mask[i]].tolist()
+        assert len(got) == min(3, len(pool_rows))
+        assert set(got) <= pool_rows
+        s = torch.nn.functional.cosine_similarity(
+            torch.cat([z[n][1][b] for n in mods])[None],
+            torch.cat([z[n][0] for n in mods], dim=1),
+            dim=1,
+        )
+        ranked = sorted(pool_rows, key=lambda r: -float(s[r]))
+        assert [round(float(s[r]), 5) for r in got] == [
+            round(float(s[r]), 5) for r in ranked[: len(got)]
+        ]
+
+
+def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+
+    torch.manual_seed(0)
+    dims = {"a": 3, "b": 4, "c": 2}
+    obs = _observed(30, 3, seed=5, p=0.6)
+    x = {m: torch.randn(30, d) * obs[:, j, None] for j, (m, d) in enumerate(dims.items())}
+    cfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8)
+    for method in ("moe-retriever", "official-average"):
+        model = MultimodalClassifier(dims, 2, cfg, method, {"support_select": "similar"})
+        model.set_training_pool(x, obs)
+        for train in (True, False):
+            model.train(train)
+            out = model(x, obs, torch.arange(30), pool_index=torch.arange(30) if train else None)
+            assert torch.isfinite(out.logits).all()
+            assert int(out.info["completion"]["fallback"]["pairs"]) > 0
+        model.eval()
+        with torch.no_grad():
+            a = model(x, obs, torch.arange(30)).tokens
+            b = model(x, obs, torch.arange(30) + 1000).tokens  # no dependence on sample keys
+        assert torch.equal(a, b)
+        with pytest.raises(ValueError, match="support_select"):
+            MultimodalClassifier(dims, 2, cfg, method, {"support_select": "nearest"})

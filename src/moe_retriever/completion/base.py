@@ -67,6 +67,9 @@ class CompletionContext:
     # training batches drawn from the pool itself (the model's retrieval self-supervision
     # hides entries those samples observe): a sample must not support its own hidden entry.
     pool_index: Tensor | None = None
+    # the batch's raw (preprocessed) inputs ``x[m]`` (B, F_m), zeros where unobserved, for
+    # methods that compare samples in input space (``support_select="similar"``)
+    x: dict[str, Tensor] | None = None
 
 
 @dataclass

@@ -4,7 +4,10 @@ METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once
 
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
    (:mod:`moe_retriever.completion.sampler`); their modality-m inputs are encoded once per batch
-   (each distinct training row once) with the model's own encoder of m;
+   (each distinct training row once) with the model's own encoder of m. ``support_select``:
+   ``"random"`` (default, METHOD.md) draws them; ``"similar"`` takes the k pool members whose
+   standardized raw inputs of the sample's observed modalities are closest in cosine to the
+   sample's (deterministic, one group per pair; :class:`~.sampler.SimilarSelector`);
 2. inter-modal context: the sample's own observed modalities' encoder tokens;
 3. one sequence per pair, [k supporting members' P tokens; M own-modality slots' P tokens], plus
    learned role (support / own), modality and patch-position embeddings, goes through a pre-norm
@@ -94,9 +97,10 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         dispatch: str = "tiles",
         tile: int = 128,
         residual: bool = True,
+        support_select: str = "random",
     ) -> None:
         Completion.__init__(self, modalities, n_tokens, dim)
-        self._init_sampling(k, eval_draws, seed)
+        self._init_sampling(k, eval_draws, seed, support_select)
         if routing not in ("pooled", "tokens"):
             raise ValueError(f"routing must be 'pooled' or 'tokens', got {routing!r}")
         if pooling not in ("fixed", "attention"):
@@ -286,10 +290,12 @@ class MoERetrieverCompletion(SupportSampling, Completion):
             res = self.moe(self.norm(flat), self.eligible[m_idx[token_pair]], m_idx[token_pair], M)
             member_out = res.output + flat if self.residual else res.output
             routed_flat = tokens.new_zeros(n * P, D).index_add(
-                0, token_pair * P + token_pos, member_out * weights[:, None]
+                0, token_pair * P + token_pos, (member_out * weights[:, None]).to(tokens.dtype)
             )
             routed = routed_flat.reshape(n, P, D)[pair]
-        out = tokens.new_zeros(n, P, D).index_put((pair,), routed)  # memberless pairs: zero
+        # memberless pairs: zero. Under autocast ``routed`` comes in the autocast dtype; the
+        # token tensor keeps the model's dtype (MultimodalClassifier.encode), so cast to it
+        out = tokens.new_zeros(n, P, D).index_put((pair,), routed.to(tokens.dtype))
         stats = {
             "token_pair": token_pair,
             "expert_index": res.expert_index,

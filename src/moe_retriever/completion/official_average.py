@@ -37,14 +37,18 @@ class OfficialAverageCompletion(SupportSampling, Completion):
         dim: int,
         k: int | None = None,
         support_weight: float = 0.5,
-        eval_draws: int = 4,
+        eval_draws: int = 1,
         seed: int = 0,
+        support_select: str = "random",
         **_: Any,
     ) -> None:
         """Options of ``moe-retriever`` that do not apply here (experts, routing...) are ignored,
-        so one completion config can be shared by both methods."""
+        so one completion config can be shared by both methods. ``eval_draws`` defaults to 1:
+        the research code draws one supporting group per sample at evaluation, and this method
+        is the authors'-behaviour baseline (``completion.eval_draws`` sets it explicitly).
+        ``support_select``: "random" (the authors') or "similar" (as in moe-retriever)."""
         Completion.__init__(self, modalities, n_tokens, dim)
-        self._init_sampling(k, eval_draws, seed)
+        self._init_sampling(k, eval_draws, seed, support_select)
         self.support_weight = support_weight
 
     def complete(

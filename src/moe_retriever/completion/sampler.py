@@ -5,23 +5,31 @@ drawn from the pool of training samples that observe m and every modality in O_i
 step 1). This module builds those pools once from the training observed mask and draws groups
 for a whole batch of (sample, missing modality) pairs with tensor operations.
 
-Layout (cheap for M up to 16 and beyond, as long as the number of distinct observed
-combinations is moderate):
+Layout (cheap for M up to 40, whatever the number of combinations the model queries):
 
 * every training sample gets a bitmask code of its observed modalities; samples are sorted by
-  code, so each distinct code is one contiguous segment of the sorted index;
+  code, so each distinct (occurring) code is one contiguous segment of the sorted index;
 * a pool is identified by the key (m, O) = ``O * 64 + m`` and is the union of the segments of
-  all codes that contain O and m. Keys are built for every combination O that occurs in the
-  training mask (and for O = {} per modality: the fallback pools), never for all 2^M subsets;
+  all occurring codes that contain O and m (the superset test on bit codes). Pools are built
+  ON DEMAND, for any combination O the model meets, in training and evaluation alike:
+  combinations that never occur in the training mask (those that retrieval self-supervision
+  creates by hiding observed entries, or new ones at test time) get their superset pool like
+  any other. The keys of a batch that are not cached yet are built together (one vectorized
+  superset test of the new keys against the occurring codes) and cached; memory grows with
+  the number of occurring codes and of distinct queried keys, never with 2^M;
 * a pool is stored as its list of segments plus a global cumulative length, so drawing the r-th
   member of a pool is a ``searchsorted`` away; pools are never materialised as index lists.
+  A pool's member order depends only on the training mask, not on when it was cached, so
+  draws do not depend on the order in which keys were met. The cache holds no RNG state.
 
 Draws: k members per pair (default k = |O_i|, as in the reference code; ``k`` fixes it), without
 replacement when the pool holds at least k samples (Floyd's algorithm, vectorized over pairs, k
-sequential steps), otherwise with replacement. A pair whose key was never built (a combination
-that does not occur in training) or whose pool is empty falls back to the training samples that
-observe m; both cases are counted. If no training sample observes m, the pair gets no supporting
-members (counted as ``no_support``); the retriever then works from the sample's own modalities.
+sequential steps), otherwise with replacement. Only a pair whose pool is EMPTY (no training
+sample observes m and all of O_i) falls back to the training samples that observe m (counted
+``fallback_empty_pool``, once per pair however many evaluation draws it gets). If no training
+sample observes m, the pair gets no supporting members (counted as ``no_support``); the
+retriever then works from the sample's own modalities. ``unseen_combination`` counts pairs whose
+combination O_i no training sample has exactly (served by their superset pool: not a fallback).
 
 Randomness: training draws come from a ``torch.Generator`` seeded with ``seed`` (so a run is
 reproducible and independent of the global RNG); evaluation draws are a hash of (seed, sample
@@ -34,6 +42,7 @@ returns row indices into the training pool.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,7 +97,8 @@ class SupportDraw:
 
 
 class SupportingGroupSampler:
-    """Pools per (target modality, observed combination) of the training set; batched draws."""
+    """Pools per (target modality, observed combination) of the training set, built on demand
+    and cached; batched draws."""
 
     def __init__(
         self,
@@ -104,78 +114,125 @@ class SupportingGroupSampler:
             )
         if k is not None and k < 1:
             raise ValueError(f"supporting group size k must be >= 1 or None, got {k}")
+        if block_keys < 1:
+            raise ValueError(f"block_keys must be >= 1, got {block_keys}")
         self.n_train, self.n_modalities = observed.shape
         M = self.n_modalities
         self.k = k
         self.seed = int(seed)
+        self.block_keys = int(block_keys)
         dev = observed.device
         self.device = dev
         codes = combination_codes(observed)
         order = torch.argsort(codes, stable=True)
         self.sorted_index = order  # training rows sorted by code
         uniq, seg_counts = torch.unique_consecutive(codes[order], return_counts=True)
-        seg_start = torch.cumsum(seg_counts, 0) - seg_counts
+        #: the distinct observed combinations of the training mask (sorted bit codes)
         self.codes = uniq
+        self._code_len = seg_counts  # samples per occurring code
+        self._code_start = torch.cumsum(seg_counts, 0) - seg_counts  # offset in sorted_index
 
-        # Keys (m, O): O over the occurring codes plus the empty set, m not in O.
-        base = torch.cat([torch.zeros(1, dtype=torch.long, device=dev), uniq[uniq != 0]])
+        # The pool cache. Per key id (in the order keys were built): target modality, pool size,
+        # offset of its first member in the global member numbering. Keys sorted for lookup,
+        # with the permutation to key ids. Segments of all pools, in key-id order: global
+        # cumulative end / begin of each, and where its code's rows start in ``sorted_index``.
+        z = torch.zeros(0, dtype=torch.long, device=dev)
+        self.keys_sorted = z
+        self._sorted_to_id = z
+        self.key_target = z
+        self.pool_size = z
+        self.key_base = z
+        self.seg_end = z
+        self.seg_begin = z
+        self.seg_sorted_start = z
+        self._n_members = 0  # total members over all cached pools
+        # Fallback key per modality: (m, O = {}) = every training sample observing m.
         mods = torch.arange(M, device=dev)
-        combo = base[:, None].expand(-1, M).reshape(-1)
-        m = mods[None, :].expand(base.shape[0], -1).reshape(-1)
-        keep = ((combo >> m) & 1) == 0
-        combo, m = combo[keep], m[keep]
-        need = combo | (torch.ones_like(m) << m)
-        keys = combo * _KEY_STRIDE + m
-        key_order = torch.argsort(keys)
-        self.keys_sorted = keys[key_order]
-        m, need = m[key_order], need[key_order]
-        self.key_target = m
-        n_keys = keys.shape[0]
-
-        # Superset segments per key, in blocks of keys to bound memory.
-        key_ids, seg_ids = [], []
-        for s in range(0, n_keys, block_keys):
-            nb = need[s : s + block_keys]
-            sup = (uniq[None, :] & nb[:, None]) == nb[:, None]
-            ki, si = sup.nonzero(as_tuple=True)
-            key_ids.append(ki + s)
-            seg_ids.append(si)
-        key_of_seg = torch.cat(key_ids)
-        seg_of_seg = torch.cat(seg_ids)
-        seg_len = seg_counts[seg_of_seg]
-        self.pool_size = torch.zeros(n_keys, dtype=torch.long, device=dev).index_add(
-            0, key_of_seg, seg_len
-        )
-        self.key_base = torch.cumsum(self.pool_size, 0) - self.pool_size
-        self.seg_end = torch.cumsum(seg_len, 0)  # global cumulative end of each pool segment
-        self.seg_begin = self.seg_end - seg_len
-        self.seg_sorted_start = seg_start[seg_of_seg]  # where it starts in sorted_index
-        # Fallback key per modality: (m, O = {}).
-        self.fallback_key = torch.searchsorted(self.keys_sorted, mods)
+        self.fallback_key = self.key_ids(mods, torch.zeros_like(mods))
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
 
-    # ------------------------------------------------------------------ inspection
+    # ------------------------------------------------------------------ the pool cache
     @property
     def n_pools(self) -> int:
+        """Number of cached pools (keys met so far, plus the M fallback pools)."""
         return int(self.keys_sorted.shape[0])
 
+    def _find(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """(found, sorted position) of keys ``q`` in the cache."""
+        if self.n_pools == 0:
+            return torch.zeros_like(q, dtype=torch.bool), torch.zeros_like(q)
+        pos = torch.searchsorted(self.keys_sorted, q).clamp_max(self.n_pools - 1)
+        return self.keys_sorted[pos] == q, pos
+
+    def key_ids(self, target: Tensor, codes: Tensor) -> Tensor:
+        """Cache ids of the pools of pairs (target modality, observed-combination code),
+        building the pools not cached yet (all new keys of the call together)."""
+        q = codes.long() * _KEY_STRIDE + target.long()
+        found, _ = self._find(q)
+        if not bool(found.all()):
+            self._build(torch.unique(q[~found]))
+        _, pos = self._find(q)
+        return self._sorted_to_id[pos]
+
+    def _build(self, new_keys: Tensor) -> None:
+        """Add the pools of ``new_keys`` (distinct, not cached) to the cache: the superset test
+        of their (O | m) against the occurring codes, in blocks of keys to bound memory."""
+        dev = self.device
+        combo = new_keys // _KEY_STRIDE
+        target = new_keys % _KEY_STRIDE
+        need = combo | (torch.ones_like(target) << target)
+        key_parts, seg_parts = [], []
+        for s in range(0, new_keys.shape[0], self.block_keys):
+            nb = need[s : s + self.block_keys]
+            sup = (self.codes[None, :] & nb[:, None]) == nb[:, None]
+            ki, si = sup.nonzero(as_tuple=True)  # key-major, codes ascending within a key
+            key_parts.append(ki + s)
+            seg_parts.append(si)
+        key_of_seg = torch.cat(key_parts)
+        code_of_seg = torch.cat(seg_parts)
+        seg_len = self._code_len[code_of_seg]
+        size = torch.zeros(new_keys.shape[0], dtype=torch.long, device=dev).index_add(
+            0, key_of_seg, seg_len
+        )
+        base = self._n_members + torch.cumsum(size, 0) - size
+        seg_end = self._n_members + torch.cumsum(seg_len, 0)
+        first_id = int(self.pool_size.shape[0])
+        self.key_target = torch.cat([self.key_target, target])
+        self.pool_size = torch.cat([self.pool_size, size])
+        self.key_base = torch.cat([self.key_base, base])
+        self.seg_end = torch.cat([self.seg_end, seg_end])
+        self.seg_begin = torch.cat([self.seg_begin, seg_end - seg_len])
+        self.seg_sorted_start = torch.cat([self.seg_sorted_start, self._code_start[code_of_seg]])
+        self._n_members += int(seg_len.sum())
+        ids = torch.arange(first_id, first_id + new_keys.shape[0], device=dev)
+        keys = torch.cat([self.keys_sorted, new_keys])
+        order = torch.argsort(keys)
+        self.keys_sorted = keys[order]
+        self._sorted_to_id = torch.cat([self._sorted_to_id, ids])[order]
+
+    # ------------------------------------------------------------------ inspection
     def pool_members(self, target: int, combination: int) -> Tensor:
-        """Training rows in the pool of (target modality index, observed-combination bitmask)."""
-        q = torch.tensor([combination * _KEY_STRIDE + target], device=self.device)
-        pos = int(torch.searchsorted(self.keys_sorted, q))
-        if pos >= self.n_pools or int(self.keys_sorted[pos]) != int(q):
-            return torch.zeros(0, dtype=torch.long, device=self.device)
-        size = int(self.pool_size[pos])
+        """Training rows in the pool of (target modality index, observed-combination bitmask):
+        the training samples that observe ``target`` and every modality of ``combination``."""
+        if not 0 <= target < self.n_modalities:
+            raise ValueError(f"target must be in 0..{self.n_modalities - 1}, got {target}")
+        if (combination >> target) & 1:
+            raise ValueError(f"combination {combination:#b} already contains target {target}")
+        t = torch.tensor([target], device=self.device)
+        key = self.key_ids(t, torch.tensor([combination], device=self.device))
+        size = int(self.pool_size[key])
         r = torch.arange(size, device=self.device)
-        return self._rows(torch.full_like(r, pos), r)
+        return self._rows(key.expand(size), r)
 
     # ------------------------------------------------------------------ drawing
     def _rows(self, key_id: Tensor, r: Tensor) -> Tensor:
-        """Training rows of members ``r`` (any shape) of pools ``key_id`` (same shape)."""
+        """Training rows of members ``r`` (any shape) of pools ``key_id`` (same shape).
+        Slots of an empty pool (padding, masked out by the caller) get some valid row."""
         g = self.key_base[key_id] + r
         seg = torch.searchsorted(self.seg_end, g, right=True).clamp_max(self.seg_end.numel() - 1)
-        return self.sorted_index[self.seg_sorted_start[seg] + (g - self.seg_begin[seg])]
+        pos = self.seg_sorted_start[seg] + (g - self.seg_begin[seg])
+        return self.sorted_index[pos.clamp(0, self.n_train - 1)]
 
     def group_sizes(self, codes: Tensor) -> Tensor:
         """k per pair: ``self.k`` or |O_i| (the number of observed modalities)."""
@@ -192,46 +249,60 @@ class SupportingGroupSampler:
         sample_keys: Tensor | None = None,
         draw_ids: Tensor | None = None,
         exclude: Tensor | None = None,
+        n_draws: int = 1,
     ) -> SupportDraw:
         """Supporting groups for n pairs (target modality index, observed-combination code).
 
         ``training``: draw from the seeded generator; otherwise from the hash of
-        (seed, ``sample_keys``, target, ``draw_ids``, slot). ``sample_keys`` (n,) are required
-        for evaluation draws; ``draw_ids`` (n,) distinguish repeated draws of one pair.
+        (seed, ``sample_keys``, target, draw number, slot). ``sample_keys`` (n,) are required
+        for evaluation draws. ``n_draws`` R: every pair is drawn R times; the result has
+        R * n rows, draw-major (row r * n + p is draw r of pair p), and the counts are per
+        pair, not per draw. ``draw_ids`` (n,): the draw number of each pair's first draw
+        (default 0; draw r of pair p is number ``draw_ids[p] + r``).
         ``exclude`` (n,): a training row that must not be a member of the pair's group (the
         pair's own sample when it is in the pool; -1 = none). A slot that drew it is redrawn
         uniformly from the pool (up to ``_EXCLUDE_ROUNDS`` times; a redrawn member may repeat
         another member) and dropped from the group if it still holds it, e.g. when the sample
-        is its pool's only member (counted as ``self_dropped``).
+        is its pool's only member (counted as ``self_dropped``, slots of the first draw).
         """
+        if n_draws < 1:
+            raise ValueError(f"n_draws must be >= 1, got {n_draws}")
         dev = target.device
         n = target.shape[0]
-        q = codes * _KEY_STRIDE + target
-        pos = torch.searchsorted(self.keys_sorted, q).clamp_max(self.n_pools - 1)
-        found = self.keys_sorted[pos] == q
-        empty = found & (self.pool_size[pos] == 0)
-        use_fb = ~found | empty
-        key_id = torch.where(use_fb, self.fallback_key[target], pos)
+        key_id = self.key_ids(target, codes) if n else target.long()
+        empty = self.pool_size[key_id] == 0
+        key_id = torch.where(empty, self.fallback_key[target], key_id)
         size = self.pool_size[key_id]
         k_i = self.group_sizes(codes)
         k_i = torch.where(size > 0, k_i, torch.zeros_like(k_i))
         k_max = int(k_i.max()) if n else 0
         counts = {
-            "fallback_unknown_combination": (~found).sum(),
             "fallback_empty_pool": empty.sum(),
             "no_support": (size == 0).sum(),
             "with_replacement": ((size > 0) & (size < k_i)).sum(),
+            "unseen_combination": (~torch.isin(codes, self.codes)).sum(),
             "pairs": torch.tensor(n, device=dev),
         }
+        R = int(n_draws)
+        d = draw_ids if draw_ids is not None else torch.zeros_like(target)
+        if R > 1:
+            target, codes, key_id, size, k_i = (
+                t.repeat(R) for t in (target, codes, key_id, size, k_i)
+            )
+            d = d.repeat(R) + torch.arange(R, device=dev).repeat_interleave(n)
+            sample_keys = sample_keys.repeat(R) if sample_keys is not None else None
+            exclude = exclude.repeat(R) if exclude is not None else None
+        nr = n * R
         if k_max == 0:
-            z = torch.zeros(n, 0, dtype=torch.long, device=dev)
+            z = torch.zeros(nr, 0, dtype=torch.long, device=dev)
+            if exclude is not None:
+                counts["self_dropped"] = torch.zeros((), dtype=torch.long, device=dev)
             return SupportDraw(z, z.bool(), counts)
         if training:
-            u = torch.rand(n, k_max, generator=self.generator, dtype=torch.float64).to(dev)
+            u = torch.rand(nr, k_max, generator=self.generator, dtype=torch.float64).to(dev)
         else:
             if sample_keys is None:
                 raise ValueError("evaluation draws need sample_keys (stable per-sample keys)")
-            d = draw_ids if draw_ids is not None else torch.zeros_like(target)
             slots = torch.arange(k_max, device=dev)
             u = hash_uniform(
                 torch.tensor(self.seed, device=dev),
@@ -243,7 +314,7 @@ class SupportingGroupSampler:
         mask = torch.arange(k_max, device=dev)[None, :] < k_i[:, None]
         replace = size < k_i
         sz = size.clamp_min(1).double()
-        r = torch.zeros(n, k_max, dtype=torch.long, device=dev)
+        r = torch.zeros(nr, k_max, dtype=torch.long, device=dev)
         for j in range(k_max):  # Floyd: uniform k-subset in k vectorized steps
             J = (size - k_i + j).clamp_min(0)
             t = torch.floor(u[:, j] * (J + 1).double()).long()
@@ -256,7 +327,7 @@ class SupportingGroupSampler:
         if exclude is not None:
             kept = mask
             rows, mask = self._exclude(rows, mask, key_id, size, exclude, training, u)
-            counts["self_dropped"] = (kept & ~mask).sum()
+            counts["self_dropped"] = (kept & ~mask)[:n].sum()
         rows = torch.where(mask, rows, torch.zeros_like(rows))
         return SupportDraw(rows, mask, counts)
 
@@ -286,6 +357,105 @@ class SupportingGroupSampler:
             r2 = torch.floor(u2 * size.clamp_min(1).double()[:, None]).long()
             rows = torch.where(clash, self._rows(keys, r2), rows)
         return rows, mask & (rows != ex)
+
+
+SUPPORT_SELECT = ("random", "similar")
+
+
+class SimilarSelector:
+    """``support_select="similar"``: the k pool members most similar to the sample.
+
+    Similarity is the cosine between the sample's and the member's standardized raw inputs
+    over the sample's observed modalities O_i (every member of the (m, O_i) pool observes them
+    by construction; in a fallback pool a member's unobserved modalities count as zeros).
+    Standardization uses the TRAINING pool's per-feature mean and std over the rows observing
+    the modality (computed once per pool, no RNG, no evaluation data). Selection is
+    deterministic: ties go to the lower training row (stable sort). The pool, its fallback and
+    the exclusion of the sample's own row are those of :class:`SupportingGroupSampler`. When a
+    pool has fewer than k members (after exclusion), all of them are the group. Cost: one
+    (pairs x N_train) similarity matrix per batch, built with one matmul per modality.
+    """
+
+    def __init__(self, pool: TrainingPool, eps: float = 1e-6) -> None:
+        self.modalities = list(pool.modalities)
+        self.codes = combination_codes(pool.observed)
+        self.mean: dict[str, Tensor] = {}
+        self.std: dict[str, Tensor] = {}
+        self.z: dict[str, Tensor] = {}
+        sq = []
+        for j, m in enumerate(self.modalities):
+            v = pool.x[m].float()
+            obs = pool.observed[:, j]
+            rows = v[obs]
+            mean = rows.mean(0) if rows.shape[0] else v.new_zeros(v.shape[1])
+            std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else v.new_ones(v.shape[1])
+            std = torch.where(std > eps, std, torch.ones_like(std))
+            z = torch.where(obs[:, None], (v - mean) / std, torch.zeros_like(v))
+            self.mean[m], self.std[m], self.z[m] = mean, std, z
+            sq.append((z * z).sum(1))
+        self.sq_norm = torch.stack(sq, 1)  # (N, M) squared norm per row and modality
+
+    def similarity(self, x: dict[str, Tensor], b_idx: Tensor, codes: Tensor) -> Tensor:
+        """(n, N) cosine of each pair's sample to every training row over its modalities."""
+        n, N = b_idx.shape[0], self.codes.shape[0]
+        dot = torch.zeros(n, N, device=b_idx.device)
+        own = torch.zeros(n, device=b_idx.device)
+        other = torch.zeros(n, N, device=b_idx.device)
+        for j, m in enumerate(self.modalities):  # one matmul per modality, never per pair
+            has = ((codes >> j) & 1).bool()
+            zb = (x[m][b_idx].float().to(self.z[m].device) - self.mean[m]) / self.std[m]
+            zb = zb * has[:, None]
+            dot = dot + zb @ self.z[m].T
+            own = own + (zb * zb).sum(1)
+            other = other + has[:, None] * self.sq_norm[None, :, j]
+        return dot / (own.sqrt()[:, None] * other.sqrt()).clamp_min(1e-12)
+
+    def select(
+        self,
+        sampler: SupportingGroupSampler,
+        x: dict[str, Tensor],
+        b_idx: Tensor,
+        target: Tensor,
+        codes: Tensor,
+        exclude: Tensor | None = None,
+    ) -> SupportDraw:
+        """Groups of the top-k most similar members of each pair's pool (see the class)."""
+        dev = target.device
+        n = target.shape[0]
+        key_id = sampler.key_ids(target, codes) if n else target.long()
+        empty = sampler.pool_size[key_id] == 0
+        bit = torch.ones_like(target) << target
+        need = torch.where(empty, bit, codes | bit)  # the fallback pool: rows observing m
+        member = (self.codes[None, :] & need[:, None]) == need[:, None]  # (n, N)
+        self_in = torch.zeros(n, dtype=torch.bool, device=dev)
+        if exclude is not None:
+            ex = exclude.to(dev)
+            ok = ex >= 0
+            rows = torch.arange(n, device=dev)[ok]
+            self_in[ok] = member[rows, ex[ok]]
+            member[rows, ex[ok]] = False
+        size = member.sum(1)
+        k_i = sampler.group_sizes(codes)
+        k_eff = torch.minimum(k_i, size)
+        k_max = int(k_eff.max()) if n else 0
+        counts = {
+            "fallback_empty_pool": empty.sum(),
+            "no_support": (size == 0).sum(),
+            "with_replacement": torch.zeros((), dtype=torch.long, device=dev),
+            "unseen_combination": (~torch.isin(codes, sampler.codes)).sum(),
+            "pairs": torch.tensor(n, device=dev),
+        }
+        if exclude is not None:
+            counts["self_dropped"] = (self_in & (size < k_i)).sum()
+        if k_max == 0:
+            z = torch.zeros(n, 0, dtype=torch.long, device=dev)
+            return SupportDraw(z, z.bool(), counts)
+        sim = self.similarity(x, b_idx, codes)
+        sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k_max]
+        mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
+        rows = torch.where(mask, order, torch.zeros_like(order))
+        return SupportDraw(rows, mask, counts)
 
 
 def encode_support_unique(
@@ -344,28 +514,67 @@ class SupportSampling:
     """Mixin for completion methods that draw supporting groups from the training pool.
 
     Keeps one :class:`SupportingGroupSampler` per training pool (rebuilt only when the pool
-    tensor changes: a new pool or a device move), and draws groups for the missing pairs of a
-    batch, repeated ``eval_draws`` times at evaluation.
+    tensor changes: a new pool or a device move; or when ``seed`` changes), and draws groups
+    for the missing pairs of a batch, repeated ``eval_draws`` times at evaluation.
     """
 
     support_k: int | None
     eval_draws: int
     seed: int
+    support_select: str
 
-    def _init_sampling(self, k: int | None, eval_draws: int, seed: int) -> None:
+    def _init_sampling(
+        self, k: int | None, eval_draws: int, seed: int, support_select: str = "random"
+    ) -> None:
         if eval_draws < 1:
             raise ValueError(f"eval_draws must be >= 1, got {eval_draws}")
+        if support_select not in SUPPORT_SELECT:
+            raise ValueError(
+                f"support_select must be one of {SUPPORT_SELECT}, got {support_select!r}"
+            )
         self.support_k = k
         self.eval_draws = int(eval_draws)
         self.seed = int(seed)
+        self.support_select = support_select
         self._sampler: SupportingGroupSampler | None = None
         self._sampler_source: Tensor | None = None
+        self._selector: SimilarSelector | None = None
+        self._selector_source: Tensor | None = None
+
+    def set_seed(self, seed: int) -> None:
+        """Seed of the supporting-group draws: evaluation groups are a hash of it (and of the
+        sample, target, draw and slot), and the training generator starts from it. The model
+        passes the run's seed here, so two seeds of a run draw different evaluation groups."""
+        self.seed = int(seed)
 
     def sampler_for(self, pool: TrainingPool) -> SupportingGroupSampler:
-        if self._sampler is None or self._sampler_source is not pool.observed:
+        if (
+            self._sampler is None
+            or self._sampler_source is not pool.observed
+            or self._sampler.seed != self.seed
+        ):
             self._sampler = SupportingGroupSampler(pool.observed, k=self.support_k, seed=self.seed)
             self._sampler_source = pool.observed
         return self._sampler
+
+    def _select_similar(
+        self, context: CompletionContext, b_idx: Tensor, m_idx: Tensor, codes: Tensor
+    ) -> SupportDraw:
+        pool = context.pool
+        assert pool is not None
+        if context.x is None:
+            raise ValueError(
+                'support_select="similar" compares raw inputs: the completion context needs '
+                "the batch's inputs (context.x); MultimodalClassifier passes them"
+            )
+        if self._selector is None or self._selector_source is not pool.observed:
+            self._selector = SimilarSelector(pool)
+            self._selector_source = pool.observed
+        exclude = None
+        if context.training and context.pool_index is not None:
+            exclude = context.pool_index.to(b_idx.device)[b_idx]
+        sampler = self.sampler_for(pool)
+        return self._selector.select(sampler, context.x, b_idx, m_idx, codes, exclude)
 
     def draw_pairs(
         self, observed: Tensor, context: CompletionContext
@@ -373,7 +582,8 @@ class SupportSampling:
         """Missing pairs of the batch (repeated R times at evaluation) and their groups.
 
         Returns (b_idx, m_idx, codes, draw, R) with pairs ordered draw-major: pair p of draw r
-        sits at r * n_pairs + p.
+        sits at r * n_pairs + p. With ``support_select="similar"`` the group is the pool's k
+        most similar members (:class:`SimilarSelector`), one deterministic group (R = 1).
         """
         if context.pool is None:
             raise ValueError(
@@ -383,6 +593,8 @@ class SupportSampling:
         sampler = self.sampler_for(context.pool)
         b_idx, m_idx = (~observed).nonzero(as_tuple=True)
         codes = combination_codes(observed)[b_idx]
+        if self.support_select == "similar":  # deterministic: one group per pair
+            return b_idx, m_idx, codes, self._select_similar(context, b_idx, m_idx, codes), 1
         R = 1 if context.training else self.eval_draws
         keys = None
         if not context.training:
@@ -391,17 +603,12 @@ class SupportSampling:
                 keys = b_idx
             else:
                 keys = context.sample_keys.to(observed.device)[b_idx]
-        if R > 1:
-            n = b_idx.shape[0]
-            b_idx, m_idx, codes = b_idx.repeat(R), m_idx.repeat(R), codes.repeat(R)
-            keys = keys.repeat(R) if keys is not None else None
-            draw_ids = torch.arange(R, device=observed.device).repeat_interleave(n)
-        else:
-            draw_ids = None
         exclude = None
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(observed.device)[b_idx]
-        draw = sampler.draw(m_idx, codes, context.training, keys, draw_ids, exclude)
+        draw = sampler.draw(m_idx, codes, context.training, keys, exclude=exclude, n_draws=R)
+        if R > 1:  # pairs repeated draw-major, like the draws
+            b_idx, m_idx, codes = b_idx.repeat(R), m_idx.repeat(R), codes.repeat(R)
         return b_idx, m_idx, codes, draw, R
 
 

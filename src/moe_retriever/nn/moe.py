@@ -113,13 +113,24 @@ class SparseMoE(nn.Module):
     def _gate(
         self, x: Tensor, eligible: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
-        """Return (k_idx, k_gates, k_valid, clean, noisy, noise_std, top_vals)."""
-        clean = x @ self.w_gate
+        """Return (k_idx, k_gates, k_valid, clean, noisy, noise_std, top_vals).
+
+        The router runs with autocast off, in at least the gate weights' precision: under mixed
+        precision (tokens in bf16/fp16) its logits, gates and load statistics stay in float32,
+        the usual practice for routers (top-k choices and the balance loss are sensitive to
+        rounding)."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self._gate_exact(x.to(torch.promote_types(x.dtype, self.w_gate.dtype)), eligible)
+
+    def _gate_exact(
+        self, x: Tensor, eligible: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None, Tensor]:
+        clean = x @ self.w_gate.to(x.dtype)
         noisy: Tensor | None = None
         noise_std: Tensor | None = None
         logits = clean
         if self.training and self.noisy_gating:
-            noise_std = F.softplus(x @ self.w_noise) + 1e-2
+            noise_std = F.softplus(x @ self.w_noise.to(x.dtype)) + 1e-2
             noisy = clean + torch.randn_like(clean) * noise_std
             logits = noisy
         if eligible is not None:
@@ -210,7 +221,9 @@ class SparseMoE(nn.Module):
         b2 = self.b2.index_select(0, tile_expert)[:, None]
         h = F.gelu(torch.baddbmm(b1, buf, w1))
         o = torch.baddbmm(b2, h, w2).reshape(n_slots, self.out_dim)
-        out = x.new_zeros(T + 1, self.out_dim).index_add(0, slot_token, o * slot_gate[:, None])
+        # under autocast the expert matmuls return the autocast dtype: accumulate in x's
+        o = (o * slot_gate[:, None]).to(x.dtype)
+        out = x.new_zeros(T + 1, self.out_dim).index_add(0, slot_token, o)
         return out[:T]
 
     # ------------------------------------------------------------------ forward
@@ -245,24 +258,26 @@ class SparseMoE(nn.Module):
         # Assignments of tokens with fewer than k eligible experts sort last (id E): drop them.
         keep = T * k - int(counts_all[E])
         e_sorted, t_sorted, g_sorted = e_sorted[:keep], t_sorted[:keep], g_sorted[:keep]
+        g_x = g_sorted.to(x.dtype)  # expert outputs are mixed in x's dtype
         if self.dispatch == "tiles":
-            out = self._tiled(x, t_sorted, e_sorted, g_sorted, counts)
+            out = self._tiled(x, t_sorted, e_sorted, g_x, counts)
         else:
             y_sorted = self._experts(x[t_sorted], e_sorted, counts)
-            out = x.new_zeros(T, self.out_dim).index_add(0, t_sorted, y_sorted * g_sorted[:, None])
+            y_sorted = (y_sorted * g_x[:, None]).to(x.dtype)  # autocast: back to x's
+            out = x.new_zeros(T, self.out_dim).index_add(0, t_sorted, y_sorted)
 
-        # Balance loss over the eligible experts of each group.
-        gates_dense = x.new_zeros(T, E).scatter(1, k_idx, k_gates)
+        # Balance loss over the eligible experts of each group (in the router's dtype).
+        gates_dense = k_gates.new_zeros(T, E).scatter(1, k_idx, k_gates)
         load = self._load(clean, noisy, noise_std, top_vals, gates_dense)
-        elig = eligible.to(x.dtype) if eligible is not None else x.new_ones(T, E)
+        elig = eligible.to(k_gates.dtype) if eligible is not None else k_gates.new_ones(T, E)
         load = load * elig
         if group is None:
             group = torch.zeros(T, dtype=torch.long, device=x.device)
             n_groups = 1
-        importance_g = x.new_zeros(n_groups, E).index_add(0, group, gates_dense)
-        load_g = x.new_zeros(n_groups, E).index_add(0, group, load)
-        elig_g = x.new_zeros(n_groups, E).index_add(0, group, elig) > 0
-        present = (torch.bincount(group, minlength=n_groups) > 0).to(x.dtype)
+        importance_g = k_gates.new_zeros(n_groups, E).index_add(0, group, gates_dense)
+        load_g = k_gates.new_zeros(n_groups, E).index_add(0, group, load)
+        elig_g = k_gates.new_zeros(n_groups, E).index_add(0, group, elig) > 0
+        present = (torch.bincount(group, minlength=n_groups) > 0).to(k_gates.dtype)
         per_group = cv_squared(importance_g, elig_g) + cv_squared(load_g, elig_g)
         balance = (per_group * present).sum() / present.sum().clamp_min(1.0)
 

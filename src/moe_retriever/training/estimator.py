@@ -258,7 +258,7 @@ class MoERetrieverClassifier:
 
         with quiet_lightning():
             L.seed_everything(self.seed, workers=True, verbose=False)
-            model = self._build_model(cfg, train.dims, train.n_classes)
+            model = self._build_model(cfg, train.dims, train.n_classes, self.seed)
             model.set_training_pool(train_t.x, train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
@@ -335,7 +335,7 @@ class MoERetrieverClassifier:
         return self
 
     @staticmethod
-    def _build_model(cfg: TrainConfig, dims: dict[str, int], n_classes: int) -> Any:
+    def _build_model(cfg: TrainConfig, dims: dict[str, int], n_classes: int, seed: int) -> Any:
         try:
             return MultimodalClassifier(
                 dims,
@@ -343,6 +343,7 @@ class MoERetrieverClassifier:
                 cfg.model,
                 completion=cfg.method,
                 completion_cfg=dict(cfg.completion),
+                seed=seed,  # the run's seed reaches the supporting-group draws
             )
         except TypeError as exc:  # unexpected completion option
             raise ValueError(
@@ -519,7 +520,10 @@ class MoERetrieverClassifier:
         cfg = TrainConfig.from_yaml(path / "config.yaml")
         est = cls(method=meta["method"], config=cfg, seed=int(meta["seed"]))
         model = cls._build_model(
-            cfg, {m: int(d) for m, d in meta["dims"].items()}, len(meta["classes"])
+            cfg,
+            {m: int(d) for m, d in meta["dims"].items()},
+            len(meta["classes"]),
+            int(meta["seed"]),
         )
         n = int(meta["pool_size"])
         state = load_checkpoint(path / "model.pt")  # weights only, one line if refused
