@@ -29,7 +29,8 @@ Why this is a setting where retrieval should win:
   completion that brings back the cluster's prototype (from samples sharing the context, or
   from a mapping context -> hidden learned on them) turns a missing-``hidden`` sample into one
   the global rule classifies. Zero or mean fill of ``hidden`` gives every such sample the same
-  constant, so the global rule sees ``b = const`` and is at chance on them.
+  constant, on which the global rule is at chance: a model without retrieval must classify
+  them from ``context`` and ``partner``, i.e. learn the per-cluster rule below.
 * **Without retrieval the label is hard to learn from the labels alone**: from ``context`` and
   ``partner`` the rule is a *different* linear rule in ``partner`` for each of ``n_clusters``
   clusters, each to be learnt from the few labelled samples of its cluster (about

@@ -1,0 +1,70 @@
+"""Paired differences of one method to others over the seeds of a benchmark run.
+
+Reads a ``results.csv`` written by ``moe-retriever benchmark`` and, for every missing rate and
+every reference method, prints the per-seed difference ``method - reference`` of a metric
+(default macro-F1, in points), its mean, and a two-sided 95% paired t-interval over the seeds
+that both methods finished (mean +- t_{0.975, n-1} * sd / sqrt(n), ``scipy.stats.t``). An
+interval that excludes 0 is marked ``*``. A stop-gap for issue 17 until the harness reports the
+paired statistics itself; used for docs/SYNTHETIC_RETRIEVAL.md.
+
+    .venv/bin/python benchmarks/paired_differences.py runs/benchmark-synthetic-retrieval \
+        --method moe-retriever --against zero mean knn lr-late-fusion
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from scipy import stats
+
+
+def paired_interval(diffs: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``diffs`` and the ends of its paired t-interval at ``level``."""
+    n = len(diffs)
+    if n < 2:
+        raise ValueError(f"a paired interval needs at least 2 pairs, got {n}")
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="benchmark output folder (holding results.csv) or the csv itself")
+    p.add_argument("--method", default="moe-retriever")
+    p.add_argument("--against", nargs="+", default=["zero", "mean"])
+    p.add_argument("--metric", default="macro_f1")
+    args = p.parse_args()
+    path = Path(args.run)
+    path = path / "results.csv" if path.is_dir() else path
+    values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
+    for row in csv.DictReader(path.open()):
+        if row.get(args.metric, "") not in ("", "nan"):
+            key = (row["rate"], row["method"])
+            values[key][int(row["seed"])] = 100.0 * float(row[args.metric])
+    rates = sorted({rate for rate, _ in values}, key=float)
+    for rate in rates:
+        own = values[(rate, args.method)]
+        for ref in args.against:
+            other = values.get((rate, ref), {})
+            seeds = sorted(set(own) & set(other))
+            diffs = [own[s] - other[s] for s in seeds]
+            if len(diffs) < 2:
+                print(f"rate {rate}: {args.method} - {ref}: fewer than 2 common seeds")
+                continue
+            mean, lo, hi = paired_interval(diffs)
+            mark = "*" if lo > 0 or hi < 0 else " "
+            per_seed = " ".join(f"{d:+.1f}" for d in diffs)
+            print(
+                f"rate {rate}: {args.method} - {ref}: {mean:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark} "
+                f"(n={len(diffs)} seeds {seeds[0]}..{seeds[-1]}; per seed: {per_seed})"
+            )
+
+
+if __name__ == "__main__":
+    main()
