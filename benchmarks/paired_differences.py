@@ -1,14 +1,14 @@
 """Paired differences of one method to others over the seeds of a benchmark run.
 
-Reads a ``results.csv`` written by ``moe-retriever benchmark`` and, for every missing rate and
-every reference method, prints the per-seed difference ``method - reference`` of a metric
+Reads the ``results.csv`` files written by ``moe-retriever benchmark`` and, for every missing
+rate and every reference method, prints the per-seed difference ``method - reference`` of a metric
 (default macro-F1, in points), its mean, and a two-sided 95% paired t-interval over the seeds
 that both methods finished (mean +- t_{0.975, n-1} * sd / sqrt(n), ``scipy.stats.t``). An
 interval that excludes 0 is marked ``*``. A stop-gap for issue 17 until the harness reports the
 paired statistics itself; used for docs/SYNTHETIC_RETRIEVAL.md.
 
-    .venv/bin/python benchmarks/paired_differences.py runs/benchmark-synthetic-retrieval \
-        --method moe-retriever --against zero mean knn lr-late-fusion
+    .venv/bin/python benchmarks/paired_differences.py runs/benchmark-synthetic-retrieval{,-b} \
+        --method moe-retriever --against zero mean lr-late-fusion
 """
 
 from __future__ import annotations
@@ -35,18 +35,24 @@ def paired_interval(diffs: list[float], level: float = 0.95) -> tuple[float, flo
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run", help="benchmark output folder (holding results.csv) or the csv itself")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        help="benchmark output folders (holding results.csv) or csv files; several are merged "
+        "(e.g. the same command run for two halves of the seeds)",
+    )
     p.add_argument("--method", default="moe-retriever")
     p.add_argument("--against", nargs="+", default=["zero", "mean"])
     p.add_argument("--metric", default="macro_f1")
     args = p.parse_args()
-    path = Path(args.run)
-    path = path / "results.csv" if path.is_dir() else path
     values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    for row in csv.DictReader(path.open()):
-        if row.get(args.metric, "") not in ("", "nan"):
-            key = (row["rate"], row["method"])
-            values[key][int(row["seed"])] = 100.0 * float(row[args.metric])
+    for run in args.runs:
+        path = Path(run)
+        path = path / "results.csv" if path.is_dir() else path
+        for row in csv.DictReader(path.open()):
+            if row.get(args.metric, "") not in ("", "nan"):
+                key = (row["rate"], row["method"])
+                values[key][int(row["seed"])] = 100.0 * float(row[args.metric])
     rates = sorted({rate for rate, _ in values}, key=float)
     for rate in rates:
         own = values[(rate, args.method)]
