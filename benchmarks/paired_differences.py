@@ -49,11 +49,21 @@ def main() -> None:
     for run in args.runs:
         path = Path(run)
         path = path / "results.csv" if path.is_dir() else path
-        for row in csv.DictReader(path.open()):
-            if row.get(args.metric, "") not in ("", "nan"):
-                key = (row["rate"], row["method"])
-                values[key][int(row["seed"])] = 100.0 * float(row[args.metric])
+        for row in csv.DictReader(path.open()):  # long format: one metric value per row
+            if row["metric"] == args.metric and row["value"] not in ("", "nan"):
+                key = (f"{float(row['missing_rate']):g}", row["method"])
+                values[key][int(row["seed"])] = 100.0 * float(row["value"])
     rates = sorted({rate for rate, _ in values}, key=float)
+    for rate in rates:
+        print(f"rate {rate}: {args.metric} x 100 per method, mean +- sample sd over seeds")
+        for (r, method), per_seed in sorted(values.items()):
+            if r != rate:
+                continue
+            xs = [per_seed[s] for s in sorted(per_seed)]
+            mean = sum(xs) / len(xs)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0
+            cells = " ".join(f"s{s}={per_seed[s]:.1f}" for s in sorted(per_seed))
+            print(f"  {method}: {mean:.1f} +- {sd:.1f} (n={len(xs)}; {cells})")
     for rate in rates:
         own = values[(rate, args.method)]
         for ref in args.against:
