@@ -12,7 +12,7 @@ from moe_retriever.datasets.synthetic import make_synthetic
 
 
 def test_registry() -> None:
-    assert list_datasets() == ["mfeat", "miniacc", "synthetic"]
+    assert list_datasets() == ["mfeat", "miniacc", "synthetic", "synthetic-retrieval"]
     with pytest.raises(ValueError, match=r"unknown dataset 'nope'.*miniacc"):
         load_dataset("nope")
 
@@ -20,7 +20,7 @@ def test_registry() -> None:
 def test_load_data_unknown_source_message(tmp_path) -> None:
     with pytest.raises(
         ValueError,
-        match=r"not a built-in dataset \(mfeat, miniacc, synthetic\).*"
+        match=r"not a built-in dataset \(mfeat, miniacc, synthetic, synthetic-retrieval\).*"
         r"not found",
     ):
         load_data(str(tmp_path / "missing"))

@@ -1,4 +1,5 @@
-"""Built-in datasets, loadable by name with no network: ``miniacc``, ``mfeat``, ``synthetic``.
+"""Built-in datasets, loadable by name with no network: ``miniacc``, ``mfeat``, ``synthetic``,
+``synthetic-retrieval``.
 
 ``load_data(source)`` is what the command line uses: a built-in name, or a folder in the
 layout of :func:`moe_retriever.data.readers.read_folder`.
@@ -35,10 +36,17 @@ def _synthetic(**kw: Any) -> MultimodalData:
     return make_synthetic(**kw)
 
 
+def _synthetic_retrieval(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.synthetic_retrieval import make_synthetic_retrieval
+
+    return make_synthetic_retrieval(**kw)
+
+
 _LOADERS: dict[str, Callable[..., MultimodalData]] = {
     "miniacc": _miniacc,
     "mfeat": _mfeat,
     "synthetic": _synthetic,
+    "synthetic-retrieval": _synthetic_retrieval,
 }
 
 
