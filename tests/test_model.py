@@ -112,7 +112,7 @@ def test_aux_loss_is_weighted_balance_loss_of_retriever_and_fusion() -> None:
     with torch.no_grad():
         out = model(x, obs, torch.arange(50))
         tokens = model.encode(x, obs)
-        comp = model.complete(tokens, obs, torch.arange(50))
+        comp = model.complete(tokens, obs, torch.arange(50), x=x)
         h = comp.tokens + model.modality_emb[None, :, None] + model.position_emb[None, None]
         fus = model.fusion[0](h.reshape(50, -1, 16)).aux_loss
     assert float(out.aux_loss) == pytest.approx(0.5 * float(comp.aux_loss + fus), rel=1e-5)
@@ -361,6 +361,8 @@ def test_run_seed_reaches_the_evaluation_draws(completion: str) -> None:
 
     def tokens(seed: int | None, cfg: dict | None = None) -> torch.Tensor:
         torch.manual_seed(0)  # identical weights for every model
+        # random groups: the similarity-chosen default has no randomness to seed
+        cfg = {"support_select": "random", **(cfg or {})}
         model = MultimodalClassifier(dims, 3, ModelConfig(**SMALL), completion, cfg, seed=seed)
         model.set_training_pool(x, obs)
         model.eval()

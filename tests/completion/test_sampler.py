@@ -315,6 +315,7 @@ def test_training_on_miniacc_falls_back_only_for_empty_pools(
     train, val, _ = apply_split(data, make_split(data, seed=0))
     config = {
         "model": {"n_tokens": 4, "dim": 16, "n_heads": 2, "head_hidden": 16},
+        "completion": {"support_select": "random"},  # the path that goes through draw()
         "train": {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "patience": None},
         "runtime": {"accelerator": "cpu", "progress_bar": False, "threads": 1},
     }

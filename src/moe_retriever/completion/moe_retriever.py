@@ -5,9 +5,12 @@ METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
    (:mod:`moe_retriever.completion.sampler`); their modality-m inputs are encoded once per batch
    (each distinct training row once) with the model's own encoder of m. ``support_select``:
-   ``"random"`` (default, METHOD.md) draws them; ``"similar"`` takes the k pool members whose
-   standardized raw inputs of the sample's observed modalities are closest in cosine to the
-   sample's (deterministic, one group per pair; :class:`~.sampler.SimilarSelector`);
+   ``"similar"`` (default) takes the k = 5 pool members whose standardized raw inputs of the
+   sample's observed modalities are closest in cosine to the sample's (deterministic, one group
+   per pair; :class:`~.sampler.SimilarSelector`); ``"random"`` draws them uniformly from the
+   pool as METHOD.md step 1 and the reference code do (k = |O_i| there: ``k=None``). Why the
+   default differs from the reference: docs/METHOD_NOTES.md ("Similarity-chosen supporting
+   groups") and docs/SYNTHETIC_RETRIEVAL.md;
 2. inter-modal context: the sample's own observed modalities' encoder tokens;
 3. one sequence per pair, [k supporting members' P tokens; M own-modality slots' P tokens], plus
    learned role (support / own), modality and patch-position embeddings, goes through a pre-norm
@@ -85,7 +88,7 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         n_shared: int = 4,
         top_k: int = 4,
         n_heads: int = 4,
-        k: int | None = None,
+        k: int | None = 5,
         routing: str = "pooled",
         pooling: str = "fixed",
         support_weight: float = 0.5,
@@ -97,7 +100,7 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         dispatch: str = "tiles",
         tile: int = 128,
         residual: bool = True,
-        support_select: str = "random",
+        support_select: str = "similar",
     ) -> None:
         Completion.__init__(self, modalities, n_tokens, dim)
         self._init_sampling(k, eval_draws, seed, support_select)

@@ -562,7 +562,7 @@ class SupportSampling:
     ) -> SupportDraw:
         pool = context.pool
         assert pool is not None
-        if context.x is None:
+        if context.x is None and b_idx.numel():
             raise ValueError(
                 'support_select="similar" compares raw inputs: the completion context needs '
                 "the batch's inputs (context.x); MultimodalClassifier passes them"
