@@ -90,6 +90,15 @@ def quiet_lightning() -> Iterator[None]:
                 logging.getLogger(name).setLevel(level)
 
 
+def _fitted_weights(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The model weights a checkpoint's module state holds: the weight average
+    (``ema_model.module.*``, ``train.weight_average: ema``) once it has been updated, else the
+    live weights (``model.*``)."""
+    n_avg = state_dict.get("ema_model.n_averaged")
+    prefix = "ema_model.module." if n_avg is not None and int(n_avg) > 0 else "model."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
 def _say(msg: str) -> None:
     if getattr(rank_zero_only, "rank", 0) == 0:
         print(msg, flush=True)
@@ -250,14 +259,7 @@ class MoERetrieverClassifier:
                 best = ckpt_cb.best_model_path if has_val else ""
                 best = best or ckpt_cb.last_model_path
                 state = torch.load(best, map_location="cpu", weights_only=False)
-                prefix = "model."
-                model.load_state_dict(
-                    {
-                        k[len(prefix) :]: v
-                        for k, v in state["state_dict"].items()
-                        if k.startswith(prefix)
-                    }
-                )
+                model.load_state_dict(_fitted_weights(state["state_dict"]))
                 best_epoch = int(state["epoch"])
             finally:
                 if tmp is not None:
