@@ -58,6 +58,7 @@ BEFORE: dict[str, Any] = {
     "train.class_weights": "none",
     "train.select_smoothing": 0.0,
     "train.weight_average": "none",
+    "train.ensemble": 1,
     "completion.k": None,
     "completion.eval_draws": 4,
 }
@@ -75,6 +76,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train.ema_decay": 0.99,
         "train.select_smoothing": 0.7,
     },
+    "ema=0.99+val_loss": {
+        **BEFORE,
+        "train.weight_average": "ema",
+        "train.ema_decay": 0.99,
+        "train.monitor": "val_loss",
+    },
+    "ensemble=3": {**BEFORE, "train.ensemble": 3},
     "balanced": {**BEFORE, "train.class_weights": "balanced"},
     "k=5": {**BEFORE, "completion.k": 5},
     "regularised": {

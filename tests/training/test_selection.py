@@ -15,7 +15,7 @@ from torch import nn
 from moe_retriever.data.core import MultimodalData
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.estimator import MoERetrieverClassifier
-from moe_retriever.training.module import FALLBACK_SCORE, ClassifierModule
+from moe_retriever.training.module import FALLBACK_SCORE, ClassifierModule, derived_seed
 
 
 def _module(**train: Any) -> ClassifierModule:
@@ -164,3 +164,28 @@ def test_new_train_options_are_validated() -> None:
         cfg.validate()
     with pytest.raises(ValueError, match="weight_average"):
         TrainConfig().set("train.weight_average", "swa")
+
+
+def test_ensemble_of_two_averages_its_members_exactly(
+    splits: tuple[MultimodalData, ...], tiny: dict, tmp_path: Path
+) -> None:
+    train, val, test = splits
+    tiny["train"]["ensemble"] = 2
+    ens = MoERetrieverClassifier(config=tiny, seed=3).fit(train, val, run_dir=tmp_path / "run")
+    single = {**tiny, "train": {**tiny["train"], "ensemble": 1}}
+    m0 = MoERetrieverClassifier(config=single, seed=3).fit(train, val)
+    m1 = MoERetrieverClassifier(config=single, seed=derived_seed(3, 1)).fit(train, val)
+    p0, p1 = m0.predict_proba(test), m1.predict_proba(test)
+    assert not np.allclose(p0, p1)  # two different initialisations
+    np.testing.assert_allclose(ens.predict_proba(test), (p0 + p1) / 2, rtol=1e-6, atol=1e-7)
+    # member 0 is the estimator's own model: tokens and history are member 0's
+    np.testing.assert_allclose(ens.retrieve(test), m0.retrieve(test), rtol=1e-6, atol=1e-6)
+    assert ens.best_epoch_ == m0.best_epoch_ and len(ens.extra_members_) == 1
+    assert (tmp_path / "run" / "members" / "1" / "history.csv").is_file()
+    # save / load keeps every member and round-trips identical predictions
+    again = MoERetrieverClassifier.load(ens.save(tmp_path / "saved"))
+    assert (tmp_path / "saved" / "members" / "1" / "model.pt").is_file()
+    assert len(again.extra_members_) == 1
+    np.testing.assert_array_equal(again.predict_proba(test), ens.predict_proba(test))
+    with pytest.raises(ValueError, match="ensemble"):
+        MoERetrieverClassifier(config=tiny, seed=3).fit(train, val, ckpt_path=tmp_path / "x")

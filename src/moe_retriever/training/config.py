@@ -69,6 +69,9 @@ class TrainerConfig:
     ``weight_average``: ``ema`` keeps an exponential moving average of the weights
     (``ema_decay`` per optimiser step) from the first post-warm-up step on; validation, the
     selected checkpoint and the fitted model use the averaged weights.
+    ``ensemble``: N > 1 fits N models (member 0 with the run's seed, member i with
+    ``derived_seed(seed, i)``) on the same data and averages their class probabilities;
+    N times the fit time.
     """
 
     epochs: int = 30
@@ -81,6 +84,7 @@ class TrainerConfig:
     select_smoothing: float = 0.0
     weight_average: Literal["none", "ema"] = "none"
     ema_decay: float = 0.99
+    ensemble: int = 1
 
 
 @dataclass
@@ -180,6 +184,8 @@ class TrainConfig:
             raise ValueError(f"train.select_smoothing must be in [0, 1), got {t.select_smoothing}")
         if not 0.0 < t.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in (0, 1), got {t.ema_decay}")
+        if t.ensemble < 1:
+            raise ValueError(f"train.ensemble must be >= 1, got {t.ensemble}")
         if t.monitor not in MONITORS:
             raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
         d = self.data
