@@ -35,6 +35,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def run_one(
     overrides: dict[str, Any],
     seeds: list[int],
     split_seed: int,
+    on_seed: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     from moe_retriever.benchmark.harness import benchmark_config, prepare_run
     from moe_retriever.data.splits import apply_split
@@ -155,7 +157,8 @@ def run_one(
         data, rate, split_seed, cfg.data.val_fraction, cfg.data.test_fraction
     )
     train, val, test = apply_split(masked, split)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    res: dict[str, Any] = {}
     for seed in seeds:
         t0 = time.perf_counter()
         est = MoERetrieverClassifier(config=cfg, seed=seed).fit(train, val)
@@ -176,6 +179,23 @@ def run_one(
             f"AUROC {m['auroc']:.4f} best epoch {est.best_epoch_} ({fit_s:.1f} s)",
             flush=True,
         )
+        res = summarize(dataset, name, rate, split_seed, applied, info, rows)
+        res["complete"] = len(rows) == len(seeds)
+        if on_seed is not None:
+            on_seed(res)  # partial results survive an interrupted run
+    return res
+
+
+def summarize(
+    dataset: str,
+    name: str,
+    rate: float,
+    split_seed: int,
+    applied: dict[str, Any],
+    info: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One (dataset, variant) entry from its per-seed rows."""
     f1 = [r["macro_f1"] for r in rows]
     au = [r["auroc"] for r in rows]
     return {
@@ -189,7 +209,7 @@ def run_one(
         "n_train": info["n_train"],
         "n_val": info["n_val"],
         "n_test": info["n_test"],
-        "seeds": seeds,
+        "seeds": [r["seed"] for r in rows],
         "macro_f1_mean": statistics.fmean(f1),
         "macro_f1_sd": sd(f1),
         "auroc_mean": statistics.fmean(au),
@@ -199,8 +219,22 @@ def run_one(
     }
 
 
+def sd_ratio(r: dict[str, Any], base: dict[str, Any] | None) -> float:
+    """sd of macro-F1 of ``r`` over ``base`` on the model seeds both measured (NaN if < 2)."""
+    if base is None:
+        return math.nan
+    common = sorted(set(r["seeds"]) & set(base["seeds"]))
+    if len(common) < 2:
+        return math.nan
+    mine = {x["seed"]: x["macro_f1"] for x in r["runs"]}
+    theirs = {x["seed"]: x["macro_f1"] for x in base["runs"]}
+    denom = sd([theirs[s] for s in common])
+    return sd([mine[s] for s in common]) / denom if denom > 0 else math.nan
+
+
 def table(results: list[dict[str, Any]]) -> str:
-    """Markdown table; the sd ratio is to ``before`` on the same dataset and seeds."""
+    """Markdown table; the sd ratio is to ``before`` on the same dataset, over the model seeds
+    both measured."""
     lines = [
         "| dataset | variant | seeds | macro-F1 mean | macro-F1 sd | sd / before | "
         "AUROC mean | AUROC sd | fit s |",
@@ -208,26 +242,36 @@ def table(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         base = next(
-            (
-                b
-                for b in results
-                if b["dataset"] == r["dataset"]
-                and b["variant"] == "before"
-                and b["seeds"] == r["seeds"]
-            ),
+            (b for b in results if b["dataset"] == r["dataset"] and b["variant"] == "before"),
             None,
         )
-        ratio = (
-            r["macro_f1_sd"] / base["macro_f1_sd"]
-            if base is not None and base["macro_f1_sd"] > 0
-            else math.nan
-        )
+        ratio = sd_ratio(r, base)
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {len(r['seeds'])} | "
             f"{100 * r['macro_f1_mean']:.1f} | {100 * r['macro_f1_sd']:.2f} | {ratio:.2f} | "
             f"{100 * r['auroc_mean']:.1f} | {100 * r['auroc_sd']:.2f} | {r['fit_s_mean']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def _save(out: Path, results: list[dict[str, Any]]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"command": "python benchmarks/stability.py", "torch": torch.__version__}
+    out.write_text(json.dumps({**doc, "results": results}, indent=1))
+
+
+def merge(out: Path, others: list[Path]) -> None:
+    """Entries of ``others`` replace those of ``out`` with the same (dataset, variant)."""
+    stored: list[dict[str, Any]] = json.loads(out.read_text())["results"] if out.exists() else []
+    for path in others:
+        for res in json.loads(path.read_text())["results"]:
+            stored = [
+                r
+                for r in stored
+                if not (r["dataset"] == res["dataset"] and r["variant"] == res["variant"])
+            ] + [res]
+    _save(out, stored)
+    print(table(stored))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,8 +286,17 @@ def main(argv: list[str] | None = None) -> None:
         "--variant", action="append", default=[], help="NAME=key=value,key=value (repeatable)"
     )
     p.add_argument("--out", default="benchmarks/results/stability_cpu.json")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=[],
+        help="result JSONs of other runs (e.g. stages run in parallel) to merge into --out",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.merge:
+        merge(Path(args.out), [Path(m) for m in args.merge])
+        return
 
     chosen: dict[str, dict[str, Any]] = {}
     for name in args.variants:
@@ -261,21 +314,17 @@ def main(argv: list[str] | None = None) -> None:
             reduced = " ".join(f"{k}={v}" for k, v in DATASET_OVERRIDES[dataset].items())
             print(f"{dataset}: reduced deep config for time: {reduced}", flush=True)
         for name, overrides in chosen.items():
-            res = run_one(dataset, name, overrides, args.seeds, args.split_seed)
-            stored = [
-                r for r in stored if not (r["dataset"] == dataset and r["variant"] == name)
-            ] + [res]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(
-                json.dumps(
-                    {
-                        "command": "python benchmarks/stability.py",
-                        "torch": torch.__version__,
-                        "results": stored,
-                    },
-                    indent=1,
-                )
-            )
+
+            def store(res: dict[str, Any]) -> None:
+                nonlocal stored
+                stored = [
+                    r
+                    for r in stored
+                    if not (r["dataset"] == res["dataset"] and r["variant"] == res["variant"])
+                ] + [res]
+                _save(out, stored)
+
+            run_one(dataset, name, overrides, args.seeds, args.split_seed, on_seed=store)
             print(table([r for r in stored if r["dataset"] == dataset]), flush=True)
     print(table(stored))
 
