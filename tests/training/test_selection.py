@@ -19,6 +19,7 @@ from moe_retriever.training.module import FALLBACK_SCORE, ClassifierModule, deri
 
 
 def _module(**train: Any) -> ClassifierModule:
+    train = {"monitor": "val_macro_f1", **train}
     cfg = TrainConfig()
     for key, value in train.items():
         cfg.set(f"train.{key}", value)

@@ -78,11 +78,11 @@ class TrainerConfig:
     warmup_epochs: int = 5
     batch_size: int = 16
     patience: int | None = 10
-    monitor: str = "val_macro_f1"
+    monitor: str = "val_loss"
     class_weights: Literal["none", "balanced"] = "none"
     gradient_clip_val: float | None = None
     select_smoothing: float = 0.0
-    weight_average: Literal["none", "ema"] = "none"
+    weight_average: Literal["none", "ema"] = "ema"
     ema_decay: float = 0.99
     ensemble: int = 1
 
