@@ -61,15 +61,30 @@ class TrainerConfig:
     with a warning, so the last epoch always trains with retrieval on. The best epoch is chosen
     among post-warm-up epochs on ``monitor``; ``patience`` (post-warm-up epochs without
     improvement, ``null`` = off) stops early.
+
+    ``select_smoothing`` (a in [0, 1)): choose the epoch on an exponential moving average of
+    the monitored metric over post-warm-up epochs, ``s_t = a * s_{t-1} + (1 - a) * v_t``
+    (``s`` = ``v`` at the first post-warm-up epoch); 0 = the raw metric. On a small validation
+    split the raw metric jumps from epoch to epoch and the arg-max is partly chance.
+    ``weight_average``: ``ema`` keeps an exponential moving average of the weights
+    (``ema_decay`` per optimiser step) from the first post-warm-up step on; validation, the
+    selected checkpoint and the fitted model use the averaged weights.
+    ``ensemble``: N > 1 fits N models (member 0 with the run's seed, member i with
+    ``derived_seed(seed, i)``) on the same data and averages their class probabilities;
+    N times the fit time.
     """
 
     epochs: int = 30
     warmup_epochs: int = 5
     batch_size: int = 16
     patience: int | None = 10
-    monitor: str = "val_macro_f1"
+    monitor: str = "val_loss"
     class_weights: Literal["none", "balanced"] = "none"
     gradient_clip_val: float | None = None
+    select_smoothing: float = 0.0
+    weight_average: Literal["none", "ema"] = "ema"
+    ema_decay: float = 0.99
+    ensemble: int = 1
 
 
 @dataclass
@@ -165,6 +180,12 @@ class TrainConfig:
             raise ValueError(f"train.batch_size must be >= 1, got {t.batch_size}")
         if t.patience is not None and t.patience < 1:
             raise ValueError(f"train.patience must be >= 1 or null, got {t.patience}")
+        if not 0.0 <= t.select_smoothing < 1.0:
+            raise ValueError(f"train.select_smoothing must be in [0, 1), got {t.select_smoothing}")
+        if not 0.0 < t.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1), got {t.ema_decay}")
+        if t.ensemble < 1:
+            raise ValueError(f"train.ensemble must be >= 1, got {t.ensemble}")
         if t.monitor not in MONITORS:
             raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
         d = self.data

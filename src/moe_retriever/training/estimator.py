@@ -15,6 +15,14 @@ The constructor only stores settings; ``fit`` sets the fitted attributes (ending
 ``config_`` (the resolved ``TrainConfig``), ``classes_``, ``modalities_``, ``dims_``,
 ``history_`` (one dict per epoch), ``best_epoch_``, ``n_dropped_``.
 
+``train.ensemble: N`` (N > 1) fits N members on the same data: member 0 with ``seed`` (its
+model, history and best epoch are this estimator's ``model_``, ``history_``, ``best_epoch_``),
+member i with ``derived_seed(seed, i)`` (``extra_members_``, each a fitted single-model
+estimator). ``predict_proba`` / ``predict`` average the members' class probabilities;
+``retrieve``, ``encode`` and ``routing_stats`` describe member 0 (tokens of different members
+live in different spaces, so averaging them would mean nothing). ``save`` writes the extra
+members under ``members/<i>/``; ``load`` restores them.
+
 Keyword overrides are config keys: dotted (``**{"optim.lr": 3e-4}``), ``__``-separated
 (``optim__lr=3e-4``) or a leaf name that is unique in the config (``epochs=10``).
 
@@ -54,7 +62,7 @@ from moe_retriever.training.callbacks import (
 )
 from moe_retriever.training.config import TrainConfig, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
-from moe_retriever.training.module import ClassifierModule, balanced_class_weights
+from moe_retriever.training.module import ClassifierModule, balanced_class_weights, derived_seed
 
 FORMAT_VERSION = 1
 
@@ -129,6 +137,15 @@ def _require_data(data: Any, what: str) -> None:
             "labels) (DataFrames) or from_arrays(X, labels) (arrays)"
         )
     raise TypeError(f"{what} must be a MultimodalData, got {type(data).__name__}; {hint}")
+
+
+def _fitted_weights(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """The model weights a checkpoint's module state holds: the weight average
+    (``ema_model.module.*``, ``train.weight_average: ema``) once it has been updated, else the
+    live weights (``model.*``)."""
+    n_avg = state_dict.get("ema_model.n_averaged")
+    prefix = "ema_model.module." if n_avg is not None and int(n_avg) > 0 else "model."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def _say(msg: str) -> None:
@@ -217,6 +234,8 @@ class MoERetrieverClassifier:
         if val is not None:
             _require_data(val, "fit(val)")
         cfg = self.resolved_config()
+        if cfg.train.ensemble > 1:
+            return self._fit_ensemble(cfg, train, val, run_dir, ckpt_path)
         _apply_threads(cfg)
         if train.y is None:
             raise DataValidationError(f"training data {train.name!r} has no labels")
@@ -306,14 +325,7 @@ class MoERetrieverClassifier:
                 best = ckpt_cb.best_model_path if has_val else ""
                 best = best or ckpt_cb.last_model_path
                 state = load_checkpoint(best)
-                prefix = "model."
-                model.load_state_dict(
-                    {
-                        k[len(prefix) :]: v
-                        for k, v in state["state_dict"].items()
-                        if k.startswith(prefix)
-                    }
-                )
+                model.load_state_dict(_fitted_weights(state["state_dict"]))
                 best_epoch = int(state["epoch"])
             finally:
                 if tmp is not None:
@@ -332,6 +344,39 @@ class MoERetrieverClassifier:
         self.n_dropped_ = n_dropped
         self.pool_size_ = int(train_t.observed.shape[0])
         self.device_ = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+        self.extra_members_: list[MoERetrieverClassifier] = []
+        return self
+
+    def _fit_ensemble(
+        self,
+        cfg: TrainConfig,
+        train: MultimodalData,
+        val: MultimodalData | None,
+        run_dir: str | Path | None,
+        ckpt_path: str | Path | None,
+    ) -> MoERetrieverClassifier:
+        """``train.ensemble`` members on the same data (see the module docstring); member 0's
+        checkpoints and history go to ``run_dir``, member i's to ``run_dir/members/<i>``."""
+        if ckpt_path is not None:
+            raise ValueError(
+                "ckpt_path: resuming is per model; with train.ensemble > 1 refit the ensemble"
+            )
+        members: list[MoERetrieverClassifier] = []
+        for i in range(cfg.train.ensemble):
+            member_cfg = cfg.copy()
+            member_cfg.train.ensemble = 1
+            seed = int(self.seed) if i == 0 else derived_seed(int(self.seed), i)
+            member = MoERetrieverClassifier(method=self.method, config=member_cfg, seed=seed)
+            where = None
+            if run_dir is not None:
+                where = Path(run_dir) if i == 0 else Path(run_dir) / "members" / str(i)
+            members.append(member.fit(train, val, run_dir=where))
+        first = members[0]
+        for name, value in vars(first).items():
+            if name.endswith("_"):
+                setattr(self, name, value)
+        self.config_ = cfg
+        self.extra_members_ = members[1:]
         return self
 
     @staticmethod
@@ -435,7 +480,18 @@ class MoERetrieverClassifier:
         return model(batch["x"], batch["observed"], sample_keys=batch["keys"], retrieve=True)
 
     def predict_proba(self, data: MultimodalData) -> np.ndarray:
-        """Class probabilities (N, C); column j is ``classes_[j]``."""
+        """Class probabilities (N, C); column j is ``classes_[j]``. An ensemble
+        (``train.ensemble > 1``) returns the mean of its members' probabilities."""
+        proba = self._predict_proba_one(data)
+        extra = getattr(self, "extra_members_", [])
+        if not extra:
+            return proba
+        total = proba.astype(np.float64)
+        for member in extra:
+            total += member.predict_proba(data)
+        return (total / (1 + len(extra))).astype(np.float32)
+
+    def _predict_proba_one(self, data: MultimodalData) -> np.ndarray:
         parts = self._run(
             data, lambda m, b: torch.softmax(self._forward(m, b).logits.float(), 1).cpu()
         )
@@ -508,6 +564,8 @@ class MoERetrieverClassifier:
         (path / "preprocessor.json").write_text(json.dumps(self.preprocessor_.to_dict()))
         # the state dict holds the training pool too (persistent buffers of the model)
         torch.save(self.model_.state_dict(), path / "model.pt")
+        for i, member in enumerate(getattr(self, "extra_members_", []), start=1):
+            member.save(path / "members" / str(i))
         return path
 
     @classmethod
@@ -545,4 +603,8 @@ class MoERetrieverClassifier:
         est.device_ = (
             torch.device(device) if device else torch.device("cuda" if _use_cuda(cfg) else "cpu")
         )
+        if cfg.train.ensemble > 1:
+            est.extra_members_ = [
+                cls.load(path / "members" / str(i), device) for i in range(1, cfg.train.ensemble)
+            ]
         return est

@@ -5,8 +5,16 @@
 * epochs ``< warmup`` run with ``retrieve=False`` (missing modalities are zero tokens, the
   retriever is off), later epochs with retrieval on (METHOD.md "Model and training");
 * every epoch ends with one history row (train loss, val loss, val metrics) and a
-  ``select_score`` for checkpointing: the monitored metric (negated for ``val_loss``) after
-  warm-up, ``-inf`` during warm-up, so the best model is always one with retrieval trained;
+  ``select_score`` for checkpointing (:meth:`ClassifierModule.select_score`): the monitored
+  metric (negated for ``val_loss``; optionally smoothed over epochs) after warm-up, ``-inf``
+  during warm-up, so the best model is always one with retrieval trained. When the monitored
+  metric is undefined (e.g. AUROC on a validation split with one class) a post-warm-up epoch
+  still gets a finite score, below every defined one: ``FALLBACK_SCORE - val_loss``. Before,
+  such epochs scored ``-inf`` like the warm-up ones, and Lightning's ``ModelCheckpoint`` kept
+  the first epoch it saw (warm-up epoch 0, retriever untrained) as "best";
+* ``train.weight_average: ema`` keeps an exponential moving average of the weights from the
+  first post-warm-up step on; validation scores the averaged weights, and they are what the
+  checkpoint carries under ``ema_model.module.*`` (the estimator loads those);
 * randomness is re-derived from ``(seed, epoch, step, rank)`` before every training step
   (global torch RNG for dropout and gating noise, and every ``torch.Generator`` the model owns,
   e.g. the supporting-group sampler's), so resuming from an epoch-end checkpoint replays
@@ -24,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.metrics import METRIC_NAMES, classification_metrics
@@ -57,6 +66,14 @@ def prepare_generators(model: nn.Module) -> None:
         sampler_for(model.training_pool())  # type: ignore[operator]
 
 
+#: base of the score of a post-warm-up epoch whose monitored metric is undefined: the score is
+#: ``FALLBACK_SCORE - min(val_loss, 50)`` (lowest validation loss wins), or, when the loss is
+#: undefined too, ``2 * FALLBACK_SCORE + epoch / 1000`` (the latest epoch wins). Every defined
+#: score (a metric in [0, 1] or ``-val_loss`` > -50) is higher; warm-up (-inf) is lower. Kept
+#: small in magnitude so the float32 copy Lightning logs still orders them.
+FALLBACK_SCORE = -100.0
+
+
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> Tensor:
     """``n / (C * count_c)`` per class (scikit-learn's "balanced"); absent classes get 0."""
     counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
@@ -88,16 +105,38 @@ class ClassifierModule(L.LightningModule):
         self._train_sums = torch.zeros(3, dtype=torch.float64)  # ce*n, aux*n, n
         self._val_logits: list[Tensor] = []
         self._val_y: list[Tensor] = []
+        #: EMA of the weights (``train.weight_average: ema``); updated after every optimiser
+        #: step once retrieval is on, so the average starts from the first post-warm-up weights
+        self.ema_model: AveragedModel | None = None
+        if config.train.weight_average == "ema":
+            self.ema_model = AveragedModel(
+                model,
+                multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay),
+                use_buffers=True,
+            )
 
     # ------------------------------------------------------------------ helpers
     def retrieval_on(self) -> bool:
         return self.current_epoch >= self.warmup
 
-    def forward(self, batch: dict[str, Any], retrieve: bool = True, in_pool: bool = False) -> Any:
+    def eval_model(self) -> nn.Module:
+        """The weights validation scores: the EMA once it has started, else the live ones."""
+        ema = self.ema_model
+        if ema is not None and int(ema.n_averaged) > 0:  # type: ignore[call-overload]
+            return ema.module
+        return self.model
+
+    def forward(
+        self,
+        batch: dict[str, Any],
+        retrieve: bool = True,
+        in_pool: bool = False,
+        net: nn.Module | None = None,
+    ) -> Any:
         """``in_pool``: the batch comes from the training split, whose rows (``batch["index"]``)
         are the training pool's rows (the model's self-supervision excludes them from their
-        own supporting groups)."""
-        return self.model(
+        own supporting groups). ``net``: the network to run (default: the live model)."""
+        return (net if net is not None else self.model)(
             batch["x"],
             batch["observed"],
             sample_keys=batch["keys"],
@@ -134,6 +173,16 @@ class ClassifierModule(L.LightningModule):
         self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.update_weight_average(self.retrieval_on())
+
+    def update_weight_average(self, retrieval: bool) -> None:
+        """One EMA step after an optimiser step (``train.weight_average: ema``), only with
+        retrieval on: the first call copies the weights, later ones move the average by
+        ``1 - ema_decay`` towards them."""
+        if self.ema_model is not None and retrieval:
+            self.ema_model.update_parameters(self.model)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         o = self.config.optim
         cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
@@ -144,7 +193,9 @@ class ClassifierModule(L.LightningModule):
         self._val_logits, self._val_y = [], []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self(batch, retrieve=self.retrieval_on())
+        net = self.eval_model()
+        net.eval()
+        out = self(batch, retrieve=self.retrieval_on(), net=net)
         self._val_logits.append(out.logits.detach().float().cpu())
         self._val_y.append(batch["y"].detach().cpu())
 
@@ -177,15 +228,45 @@ class ClassifierModule(L.LightningModule):
             "train_aux_loss": float(sums[1]) / n,
         }
 
-    def select_score(self, row: dict[str, Any]) -> float:
-        """Higher is better; ``-inf`` during warm-up or when the metric is undefined."""
+    def smoothed_monitor(self, row: dict[str, Any]) -> float:
+        """The monitored metric of ``row`` after ``train.select_smoothing`` (an EMA over the
+        post-warm-up epochs of ``self.history`` before ``row`` whose metric is defined)."""
         monitor = self.config.train.monitor
-        value = row.get(monitor, math.nan)
-        if not row["retrieval"] or value is None or math.isnan(value):
+        value = _num(row.get(monitor))
+        a = self.config.train.select_smoothing
+        if a == 0.0 or math.isnan(value):
+            return value
+        prev = [
+            r
+            for r in self.history
+            if r["epoch"] < row["epoch"] and r["retrieval"] and not math.isnan(_num(r.get(monitor)))
+        ]
+        if not prev:
+            return value
+        last = _num(prev[-1].get("val_smoothed"))
+        if math.isnan(last):
+            return value
+        return a * last + (1.0 - a) * value
+
+    def select_score(self, row: dict[str, Any]) -> float:
+        """Higher is better. ``-inf`` during warm-up; after it the (smoothed) monitored metric,
+        negated for ``val_loss``, or, where the metric is undefined, the finite fallback of
+        :data:`FALLBACK_SCORE` (validation loss, then the latest epoch), so that a post-warm-up
+        epoch always beats every warm-up epoch."""
+        if not row["retrieval"]:
             return -math.inf
-        return -float(value) if monitor == "val_loss" else float(value)
+        monitor = self.config.train.monitor
+        value = _num(row.get("val_smoothed", row.get(monitor)))
+        if not math.isnan(value):
+            return -float(value) if monitor == "val_loss" else float(value)
+        loss = _num(row.get("val_loss"))
+        if not math.isnan(loss):
+            return FALLBACK_SCORE - min(loss, 50.0)
+        return 2.0 * FALLBACK_SCORE + min(int(row["epoch"]), 10_000) / 1000.0
 
     def _finish_epoch(self, row: dict[str, Any]) -> None:
+        if "val_loss" in row and self.config.train.select_smoothing > 0.0:
+            row["val_smoothed"] = self.smoothed_monitor(row) if row["retrieval"] else math.nan
         row["select_score"] = self.select_score(row)
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]
         logged = {k: float(v) for k, v in row.items() if k.startswith("val_")}
@@ -202,6 +283,14 @@ class ClassifierModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("moe_retriever_history", []))
+
+
+def _num(value: Any) -> float:
+    """``value`` as a float; ``None`` and non-numbers are NaN."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 METRIC_COLUMNS = ["epoch", "retrieval", "train_loss", "train_aux_loss", "val_loss"] + [
