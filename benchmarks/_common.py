@@ -12,6 +12,17 @@ import torch.nn.functional as F
 from moe_retriever.completion.base import Completion, CompletionContext, CompletionOutput
 from moe_retriever.model import MultimodalClassifier
 
+#: the reduced deep configuration every mfeat measurement uses, for time (docs/DEFAULTS.md
+#: section 1: the library defaults take minutes per mfeat fit on 2 cores)
+MFEAT_FAST: dict[str, Any] = {
+    "model.n_tokens": 4,
+    "model.dim": 64,
+    "train.batch_size": 64,
+    "train.epochs": 15,
+    "train.warmup_epochs": 3,
+    "train.patience": 5,
+}
+
 
 def synthetic(
     n: int,

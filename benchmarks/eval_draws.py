@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import warnings
@@ -35,10 +34,14 @@ import numpy as np
 import torch
 
 from moe_retriever.benchmark.harness import benchmark_config, prepare_run
+from moe_retriever.benchmark.stats import paired_comparison
 from moe_retriever.data.splits import apply_split
 from moe_retriever.datasets import load_dataset
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import classification_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MFEAT_FAST
 
 DRAWS = (1, 2, 4, 8)
 REFERENCE = 4  # the default when this was measured; differences are to it
@@ -47,33 +50,15 @@ METRICS = ("macro_f1", "auroc")
 #: dataset -> (missing rate added by the harness's simulator, seeds, config overrides)
 SETTINGS: dict[str, tuple[float, list[int], dict[str, Any]]] = {
     "miniacc": (0.0, list(range(10)), {}),
-    "mfeat": (
-        0.5,
-        list(range(5)),
-        {
-            "model.n_tokens": 4,
-            "model.dim": 64,
-            "train.batch_size": 64,
-            "train.epochs": 15,
-            "train.warmup_epochs": 3,
-            "train.patience": 5,
-        },
-    ),
+    "mfeat": (0.5, list(range(5)), dict(MFEAT_FAST)),
 }
 
 
 def paired(diffs: list[float]) -> dict[str, float]:
-    """Mean of paired differences with a 95 % t interval (n - 1 degrees of freedom)."""
-    from scipy import stats
-
-    d = np.asarray(diffs, dtype=np.float64)
-    n = d.size
-    mean = float(d.mean()) if n else math.nan
-    if n < 2:
-        return {"mean": mean, "sd": math.nan, "lo": math.nan, "hi": math.nan, "n": n}
-    sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "sd": sd, "lo": mean - half, "hi": mean + half, "n": n}
+    """Mean of paired differences with a 95 % t interval (the harness's
+    :func:`moe_retriever.benchmark.stats.paired_comparison`, n - 1 degrees of freedom)."""
+    c = paired_comparison(dict(enumerate(diffs)), dict.fromkeys(range(len(diffs)), 0.0))
+    return {"mean": c.mean, "sd": c.sd, "lo": c.low, "hi": c.high, "n": c.n}
 
 
 def run_dataset(name: str, seeds: list[int], draws: tuple[int, ...]) -> dict[str, Any]:

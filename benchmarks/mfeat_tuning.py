@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,12 @@ from moe_retriever.datasets import load_dataset
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import classification_metrics
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MFEAT_FAST
+
 #: the harness's mfeat settings (docs/DEFAULTS.md) plus quiet, single-threaded runtime
 BASE: dict[str, Any] = {
-    "model.n_tokens": 4,
-    "model.dim": 64,
-    "train.batch_size": 64,
-    "train.epochs": 15,
-    "train.warmup_epochs": 3,
-    "train.patience": 5,
+    **MFEAT_FAST,
     "runtime.threads": 1,
     "runtime.progress_bar": False,
     # pinned: retrieval self-supervision was added to the working tree (default on) while this

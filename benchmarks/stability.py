@@ -34,6 +34,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import MFEAT_FAST
 
 #: main's defaults at commit 11549f8 that a stability change may touch, as explicit overrides
 BEFORE: dict[str, Any] = {
@@ -100,16 +104,7 @@ DATASETS: dict[str, tuple[dict[str, Any], float]] = {
     "mfeat": ({}, 0.5),
     "synthetic": ({}, 0.5),
 }
-DATASET_OVERRIDES: dict[str, dict[str, Any]] = {
-    "mfeat": {
-        "model.n_tokens": 4,
-        "model.dim": 64,
-        "train.batch_size": 64,
-        "train.epochs": 15,
-        "train.warmup_epochs": 3,
-        "train.patience": 5,
-    },
-}
+DATASET_OVERRIDES: dict[str, dict[str, Any]] = {"mfeat": dict(MFEAT_FAST)}
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:

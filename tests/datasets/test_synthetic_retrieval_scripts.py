@@ -1,4 +1,4 @@
-"""The stop-gap statistics script behind docs/SYNTHETIC_RETRIEVAL.md, on a hand-computed case."""
+"""benchmarks/paired_differences.py (pairs results across runs), on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -18,17 +18,32 @@ def _module():
     return module
 
 
-def test_paired_interval_by_hand() -> None:
-    # diffs 1, 2, 3: mean 2, sd 1, t_{0.975, 2} = 4.302653, half width 4.302653 / sqrt(3)
-    mean, lo, hi = _module().paired_interval([1.0, 2.0, 3.0])
-    assert mean == pytest.approx(2.0)
-    assert lo == pytest.approx(2.0 - 2.484138, abs=1e-5)
-    assert hi == pytest.approx(2.0 + 2.484138, abs=1e-5)
-    with pytest.raises(ValueError, match="at least 2 pairs"):
-        _module().paired_interval([1.0])
+def _write(tmp_path: Path, name: str, rows: list[tuple[str, int, float]]) -> str:
+    header = "dataset,method,kind,missing_rate,seed,metric,value\n"
+    body = "".join(f"d,{m},completion,0.0,{s},macro_f1,{v}\n" for m, s, v in rows)
+    (tmp_path / name).write_text(header + body + "d,a,completion,0.0,0,accuracy,0.1\n")
+    return str(tmp_path / name)
+
+
+def test_labelled_runs_pair_one_method_under_two_configurations(tmp_path, capsys) -> None:
+    new = _write(tmp_path, "new.csv", [("a", 0, 0.70), ("a", 1, 0.80), ("a", 2, 0.75)])
+    old = _write(tmp_path, "old.csv", [("a", 0, 0.60), ("a", 1, 0.70), ("a", 2, 0.70)])
+    _module().main([new, f"old={old}", "--method", "a", "--against", "a@old"])
+    out = capsys.readouterr().out
+    # diffs 10, 10, 5 points: mean 8.3, sd 2.887, half width 4.302653 * 2.887 / sqrt(3) = 7.17
+    assert "a - a@old: +8.3 [+1.2, +15.5]* (n=3" in out
+    assert "a@old: 66.7" in out
+
+
+def test_unlabelled_runs_that_disagree_are_refused(tmp_path) -> None:
+    one = _write(tmp_path, "one.csv", [("a", 0, 0.70)])
+    two = _write(tmp_path, "two.csv", [("a", 0, 0.60)])
+    with pytest.raises(ValueError, match="label the runs"):
+        _module().main([one, two, "--method", "a", "--against", "z"])
 
 
 def test_reads_and_merges_long_format_results(tmp_path, capsys, monkeypatch) -> None:
+    # unlabelled runs merge (the same command run for two halves of the seeds)
     header = "dataset,method,kind,missing_rate,seed,metric,value\n"
     rows_a = [("a", 0, 0.70), ("z", 0, 0.60), ("a", 1, 0.80), ("z", 1, 0.75)]
     rows_b = [("a", 2, 0.65), ("z", 2, 0.60)]
