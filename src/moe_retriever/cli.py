@@ -31,7 +31,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "describe",
         help="samples, classes, modality dimensions and observed combinations",
     )
-    d.add_argument("source", help="a built-in dataset name (miniacc, mfeat, synthetic) or a folder")
+    d.add_argument(
+        "source",
+        help="a built-in dataset name (miniacc, mfeat, synthetic, synthetic-retrieval) or a folder",
+    )
     d.add_argument("--json", action="store_true", help="print machine-readable JSON")
     d.set_defaults(func=_cmd_data_describe)
 
@@ -62,7 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "data",
         nargs="?",
         default=None,
-        help="built-in dataset (miniacc, mfeat, synthetic) or data folder; "
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder; "
         "optional with --resume (default: the run's own data)",
     )
     p.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
@@ -408,7 +411,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         description="Run every METHOD on DATA for every missing rate and seed, on the same "
         "splits and masks; write results.csv, results.md, results.json and plots to --out.",
     )
-    p.add_argument("data", help="built-in dataset (miniacc, mfeat, synthetic) or data folder")
+    p.add_argument(
+        "data",
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder",
+    )
     p.add_argument(
         "--methods",
         nargs="+",
