@@ -375,6 +375,16 @@ def test_train_option_errors_before_anything_is_written(
     assert not out.exists()  # a retry with the same --out works
 
 
+def test_estimator_refuses_a_zero_model_size_in_one_line() -> None:
+    """The size checks live in TrainConfig.validate, so the estimator (not only the CLI) says
+    which key is wrong instead of failing deep inside torch."""
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    data = tiny_data()
+    with pytest.raises(ValueError, match=r"model\.dim must be >= 1, got 0"):
+        MoERetrieverClassifier(config={"model": {"dim": 0}}).fit(data)
+
+
 def test_estimator_given_a_dict_of_dataframes_says_how_to_convert() -> None:
     from moe_retriever.training.estimator import MoERetrieverClassifier
 

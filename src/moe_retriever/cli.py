@@ -119,30 +119,6 @@ def _check_seeds(seeds: Sequence[int]) -> None:
         )
 
 
-_POSITIVE_MODEL_KEYS = (
-    "n_tokens",
-    "dim",
-    "encoder_hidden",
-    "n_heads",
-    "fusion_layers",
-    "fusion_experts",
-    "fusion_top_k",
-    "ffn_mult",
-    "head_hidden",
-)
-
-
-def _check_model_sizes(cfg: Any) -> None:
-    """Sizes of the network must be >= 1 (``model.dim=0`` would fail deep inside torch)."""
-    for key in _POSITIVE_MODEL_KEYS:
-        value = getattr(cfg.model, key, None)
-        if isinstance(value, int) and value < 1:
-            raise UserError(f"model.{key} must be >= 1, got {value}")
-    dim, heads = getattr(cfg.model, "dim", 1), getattr(cfg.model, "n_heads", 1)
-    if dim % heads:
-        raise UserError(f"model.dim ({dim}) must be a multiple of model.n_heads ({heads})")
-
-
 def _check_accelerator(accelerator: str | None) -> None:
     """Refuse a GPU request without a GPU before anything is written."""
     if accelerator in ("gpu", "cuda"):
@@ -203,7 +179,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg.validate()
     _check_method(cfg.method)
     _check_seeds(cfg.seeds)
-    _check_model_sizes(cfg)
     _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
 

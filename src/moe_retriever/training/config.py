@@ -42,6 +42,19 @@ MONITORS: tuple[str, ...] = (
     "val_auroc",
 )
 
+#: model sizes that must be >= 1 (checked by :meth:`TrainConfig.validate`)
+_POSITIVE_MODEL_KEYS = (
+    "n_tokens",
+    "dim",
+    "encoder_hidden",
+    "n_heads",
+    "fusion_layers",
+    "fusion_experts",
+    "fusion_top_k",
+    "ffn_mult",
+    "head_hidden",
+)
+
 
 @dataclass
 class OptimConfig:
@@ -188,6 +201,13 @@ class TrainConfig:
             raise ValueError(f"train.ensemble must be >= 1, got {t.ensemble}")
         if t.monitor not in MONITORS:
             raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
+        for key in _POSITIVE_MODEL_KEYS:  # model.dim=0 would fail deep inside torch
+            value = getattr(self.model, key, None)
+            if isinstance(value, int) and value < 1:
+                raise ValueError(f"model.{key} must be >= 1, got {value}")
+        dim, heads = self.model.dim, self.model.n_heads
+        if dim % heads:
+            raise ValueError(f"model.dim ({dim}) must be a multiple of model.n_heads ({heads})")
         d = self.data
         for key in ("val_fraction", "test_fraction"):
             v = getattr(d, key)
