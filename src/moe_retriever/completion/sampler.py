@@ -373,7 +373,8 @@ class SimilarSelector:
     deterministic: ties go to the lower training row (stable sort). The pool, its fallback and
     the exclusion of the sample's own row are those of :class:`SupportingGroupSampler`. When a
     pool has fewer than k members (after exclusion), all of them are the group. Cost: one
-    (pairs x N_train) similarity matrix per batch, built with one matmul per modality.
+    (samples x N_train) similarity matrix per batch, built with one matmul per modality, and
+    a sort of each pair's row.
     """
 
     def __init__(self, pool: TrainingPool, eps: float = 1e-6) -> None:
@@ -450,7 +451,10 @@ class SimilarSelector:
         if k_max == 0:
             z = torch.zeros(n, 0, dtype=torch.long, device=dev)
             return SupportDraw(z, z.bool(), counts)
-        sim = self.similarity(x, b_idx, codes)
+        # the similarity depends on the sample and its observed set, not on the target: a
+        # sample missing several modalities is compared with the training rows once
+        uniq, inv = torch.unique(torch.stack([b_idx, codes], 1), dim=0, return_inverse=True)
+        sim = self.similarity(x, uniq[:, 0], uniq[:, 1])[inv]
         sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
         order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k_max]
         mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
