@@ -12,10 +12,10 @@ Two other ways to draw the runs (the ``vary`` / ``cv`` arguments, ``--vary`` / `
 
 * ``vary="init"``: split and mask are drawn ONCE with ``split_seed`` and held fixed; only the
   model seed varies over ``seeds``, so the spread is training instability alone;
-* ``cv=K``: repeated stratified K-fold (:func:`stratified_folds`): each seed a repeat with its
-  own folds, each fold a run whose test part is the fold, validation carved stratified from the
-  rest (``val_fraction`` of it); the mask is drawn per (rate, seed) on the whole data, so every
-  method and fold of a repeat shares it. Units are (seed, fold).
+* ``cv=K``: repeated stratified K-fold (``data.splits.stratified_folds``): each seed a repeat
+  with its own folds, each fold a run whose test part is the fold, validation carved
+  stratified from the rest (``val_fraction`` of it); the mask is drawn per (rate, seed) on
+  the whole data, so every method and fold of a repeat shares it. Units are (seed, fold).
 
 Rows carry ``split_seed`` (the seed of split and mask) and ``fold`` (0 without ``cv``) beside
 the model ``seed``. The reports pair every method with reference methods over these units
@@ -68,7 +68,7 @@ from moe_retriever.benchmark.report import (
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
 from moe_retriever.data.core import MultimodalData
 from moe_retriever.data.missingness import simulate_missing
-from moe_retriever.data.splits import Split, apply_split, make_split
+from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, stratified_folds
 from moe_retriever.data.validation import drop_empty
 
 __all__ = [
@@ -300,53 +300,6 @@ def prepare_run(
     split = make_split(data, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     masked, mask_info = _draw_mask(data, rate, seed)
     return split, masked, _split_info(split, masked, mask_info)
-
-
-def stratified_folds(data: MultimodalData, k: int, seed: int) -> np.ndarray:
-    """Fold index (0..k-1) per sample for stratified k-fold, like :func:`make_split`.
-
-    Per class, the members are shuffled (``default_rng(seed)``) and dealt round-robin to the
-    folds, continuing the deal across classes so fold sizes differ by at most one. Classes with
-    fewer than :data:`~moe_retriever.data.splits.MIN_CLASS_SIZE` samples get ``-1``: always in
-    training, never tested (as ``make_split`` keeps them out of validation and test).
-    """
-    from moe_retriever.data.splits import MIN_CLASS_SIZE
-
-    if k < 2:
-        raise ValueError(f"cross-validation needs k >= 2 folds, got {k}")
-    y = np.asarray(data.y) if data.y is not None else np.zeros(data.n_samples, dtype=np.int64)
-    classes, sizes = np.unique(y, return_counts=True)
-    n_strat = int(sizes[sizes >= MIN_CLASS_SIZE].sum())
-    if n_strat < k:
-        raise ValueError(
-            f"cross-validation with k={k} folds needs at least {k} samples in classes of "
-            f">= {MIN_CLASS_SIZE}; data {data.name!r} has {n_strat}"
-        )
-    rng = np.random.default_rng(seed)
-    fold = np.full(data.n_samples, -1, dtype=np.int64)
-    offset = 0
-    for c, size in zip(classes, sizes):
-        if size < MIN_CLASS_SIZE:
-            continue
-        members = np.nonzero(y == c)[0]
-        members = members[rng.permutation(len(members))]
-        fold[members] = (np.arange(len(members)) + offset) % k
-        offset += len(members)
-    return fold
-
-
-def cv_split(
-    data: MultimodalData, folds: np.ndarray, fold: int, val_fraction: float, seed: int
-) -> Split:
-    """Test = fold ``fold``; validation carved stratified (``val_fraction`` of the rest) from
-    the rest, with a seed derived from (``seed``, ``fold``); training = what remains."""
-    ids = data.ids
-    rest = data.subset(folds != fold)
-    sub_seed = int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # small classes stay in training, as in make_split
-        inner = make_split(rest, val_fraction=val_fraction, test_fraction=0.0, seed=sub_seed)
-    return Split(train=inner.train, val=inner.val, test=ids[folds == fold].tolist(), seed=seed)
 
 
 @dataclass

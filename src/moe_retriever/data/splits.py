@@ -19,7 +19,7 @@ import numpy as np
 from moe_retriever.data.core import DataValidationError, MultimodalData
 from moe_retriever.data.validation import preview
 
-__all__ = ["MIN_CLASS_SIZE", "Split", "apply_split", "make_split"]
+__all__ = ["MIN_CLASS_SIZE", "Split", "apply_split", "cv_split", "make_split", "stratified_folds"]
 
 #: a class with fewer samples than this goes entirely to the training part (with a warning):
 #: one sample cannot be in two parts, and a class seen only at test time cannot be learned.
@@ -208,6 +208,51 @@ def make_split(
         seed=seed,
         notes=notes,
     )
+
+
+def stratified_folds(data: MultimodalData, k: int, seed: int) -> np.ndarray:
+    """Fold index (0..k-1) per sample for stratified k-fold, like :func:`make_split`.
+
+    Per class, the members are shuffled (``default_rng(seed)``) and dealt round-robin to the
+    folds, continuing the deal across classes so fold sizes differ by at most one. Classes with
+    fewer than :data:`MIN_CLASS_SIZE` samples get ``-1``: always in
+    training, never tested (as ``make_split`` keeps them out of validation and test).
+    """
+    if k < 2:
+        raise ValueError(f"cross-validation needs k >= 2 folds, got {k}")
+    y = np.asarray(data.y) if data.y is not None else np.zeros(data.n_samples, dtype=np.int64)
+    classes, sizes = np.unique(y, return_counts=True)
+    n_strat = int(sizes[sizes >= MIN_CLASS_SIZE].sum())
+    if n_strat < k:
+        raise ValueError(
+            f"cross-validation with k={k} folds needs at least {k} samples in classes of "
+            f">= {MIN_CLASS_SIZE}; data {data.name!r} has {n_strat}"
+        )
+    rng = np.random.default_rng(seed)
+    fold = np.full(data.n_samples, -1, dtype=np.int64)
+    offset = 0
+    for c, size in zip(classes, sizes):
+        if size < MIN_CLASS_SIZE:
+            continue
+        members = np.nonzero(y == c)[0]
+        members = members[rng.permutation(len(members))]
+        fold[members] = (np.arange(len(members)) + offset) % k
+        offset += len(members)
+    return fold
+
+
+def cv_split(
+    data: MultimodalData, folds: np.ndarray, fold: int, val_fraction: float, seed: int
+) -> Split:
+    """Test = fold ``fold``; validation carved stratified (``val_fraction`` of the rest) from
+    the rest, with a seed derived from (``seed``, ``fold``); training = what remains."""
+    ids = data.ids
+    rest = data.subset(folds != fold)
+    sub_seed = int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small classes stay in training, as in make_split
+        inner = make_split(rest, val_fraction=val_fraction, test_fraction=0.0, seed=sub_seed)
+    return Split(train=inner.train, val=inner.val, test=ids[folds == fold].tolist(), seed=seed)
 
 
 def apply_split(
