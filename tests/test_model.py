@@ -113,8 +113,9 @@ def test_aux_loss_is_weighted_balance_loss_of_retriever_and_fusion() -> None:
         out = model(x, obs, torch.arange(50))
         tokens = model.encode(x, obs)
         comp = model.complete(tokens, obs, torch.arange(50), x=x)
-        h = comp.tokens + model.modality_emb[None, :, None] + model.position_emb[None, None]
-        fus = model.fusion[0](h.reshape(50, -1, 16)).aux_loss
+        fusion = model.head.fusion
+        h = comp.tokens + fusion.modality_emb[None, :, None] + fusion.position_emb[None, None]
+        fus = fusion.blocks[0](h.reshape(50, -1, 16)).aux_loss
     assert float(out.aux_loss) == pytest.approx(0.5 * float(comp.aux_loss + fus), rel=1e-5)
     assert float(comp.aux_loss) > 0 and float(fus) > 0
 
@@ -435,7 +436,7 @@ def test_one_bf16_mixed_training_step_on_cpu_through_lightning(completion: str) 
     assert module.history[0]["retrieval"] is True
     changed = {k for k, p in model.named_parameters() if not torch.equal(p, before[k])}
     assert any(k.startswith("encoders.") for k in changed)
-    assert any(k.startswith("fusion.") and ".ffn." in k for k in changed)  # the sparse MoE
+    assert any(k.startswith("head.fusion.") and ".ffn." in k for k in changed)  # the sparse MoE
     if completion == "moe-retriever":
         assert any(k.startswith("completion.moe.") for k in changed)
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -1,6 +1,12 @@
-"""The classifier: encoders -> completion -> fusion transformer -> per-modality pooling -> head.
+"""The classifier, built from parts: encoders -> completion -> head (fusion + classifier).
 
-``MultimodalClassifier`` is a plain ``nn.Module`` usable without our trainer:
+``MultimodalClassifier`` is a plain ``nn.Module`` usable without our trainer. Each part is a
+plain module too, given by name (a registry entry or an import path, with typed options) or as
+an already-built module:
+
+>>> model = MultimodalClassifier(dims, 3, ModelConfig(), completion="knn", head="transformer")
+>>> model = MultimodalClassifier(dims, 3, arch, completion=my_completion, head=my_head,
+...                              encoders={"image": my_cnn})
 
 >>> model = MultimodalClassifier({"rna": 200, "protein": 50}, n_classes=3, config=ModelConfig())
 >>> model.set_training_pool(train_x, train_observed)      # raw TRAINING inputs, zeros if missing
@@ -9,16 +15,15 @@
 
 Data flow for a batch (B samples, M modalities, P tokens of width D):
 
-1. every modality's encoder maps its observed rows (B_m, F_m) to (B_m, P, D); missing slots are
-   zeros -> tokens (B, M, P, D);
-2. the completion method fills the missing slots (``retrieve=False``: warm-up, they stay zero
-   and the retriever is off);
-3. modality + patch-position embeddings are added and all M * P tokens go through
-   ``fusion_layers`` pre-norm transformer blocks (optionally with a sparse MoE feed-forward);
-4. each modality's P tokens are mean-pooled, the M vectors concatenated, an MLP gives logits.
+1. every modality's encoder (:mod:`moe_retriever.encoders`) maps its observed rows (B_m, F_m) to
+   (B_m, P, D); missing slots are zeros -> tokens (B, M, P, D);
+2. the completion method (:mod:`moe_retriever.completion`) fills the missing slots
+   (``retrieve=False``: warm-up, they stay zero and the retriever is off);
+3. the head (:mod:`moe_retriever.heads`; default ``transformer``: modality + position
+   embeddings, fusion transformer blocks, per-modality mean-pooling, MLP) gives logits.
 
-``aux_loss`` = ``balance_weight`` * (completion's balance loss + fusion MoE balance losses)
-+ ``align_weight`` * alignment loss (below).
+``aux_loss`` = ``balance_weight`` * completion's balance loss + the completion's own weighted
+loss + the head's weighted loss + ``align_weight`` * alignment loss (below).
 
 Retrieval self-supervision (``retrieval_dropout`` > 0, training mode, ``retrieve=True``, and only
 for completion methods that learn, e.g. moe-retriever and bank): before completion, each
@@ -45,7 +50,9 @@ at inference. docs/METHOD_NOTES.md has the measurements behind the defaults.
 Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
 that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
 is used for the modality's own tokens and to encode supporting samples for the retriever.
-Modalities without an entry get the built-in ``config.encoder`` ("patch" or "mlp").
+Other modalities get ``config.encoders[m]`` (a name or {name, options}) or else
+``config.encoder`` with ``config.encoder_options``; an encoder option ``hidden`` / ``dropout``
+left unset takes ``config.encoder_hidden`` / ``config.dropout``.
 
 The training pool (preprocessed TRAINING inputs with the observed mask) lives in persistent
 buffers, so a saved ``state_dict`` predicts after ``load_state_dict`` with no other state.
@@ -54,59 +61,34 @@ buffers, so a saved ``state_dict`` predicts after ``load_state_dict`` with no ot
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import moe_retriever.completion  # noqa: F401  (registers the built-in methods)
+import moe_retriever.completion
+import moe_retriever.encoders
+import moe_retriever.heads  # noqa: F401  (registers the built-in heads)
+from moe_retriever.architecture import ModelConfig
 from moe_retriever.completion.base import (
+    Completion,
     CompletionContext,
     CompletionOutput,
     TrainingPool,
     create_completion,
 )
-from moe_retriever.nn.encoders import build_encoder
-from moe_retriever.nn.transformer import TransformerBlock
-
-
-@dataclass
-class ModelConfig:
-    """Architecture of :class:`MultimodalClassifier` (defaults: METHOD.md reference values
-    where the method fixes them: P=16 tokens, D=128, 4 heads)."""
-
-    n_tokens: int = 16  # P: tokens per modality
-    dim: int = 128  # D: token width
-    encoder: str = "mlp"  # built-in encoder for modalities without a custom one
-    encoder_hidden: int = 256  # hidden width of the "mlp" encoder
-    n_heads: int = 4
-    fusion_layers: int = 1
-    fusion_moe: bool = False  # sparse MoE feed-forward in the fusion blocks
-    fusion_experts: int = 4
-    fusion_top_k: int = 2
-    ffn_mult: int = 2  # feed-forward hidden width = ffn_mult * dim
-    dropout: float = 0.1
-    head_hidden: int = 128
-    balance_weight: float = 1e-2  # weight of all MoE balance losses in aux_loss
-    noisy_gating: bool = True  # noisy top-k gating in the fusion MoE (training only)
-    # Retrieval self-supervision (training only, retrieval on, learning completion methods):
-    # probability of hiding each observed entry of a sample with >= 2 observed (never the last)
-    retrieval_dropout: float = 0.3
-    # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
-    # encoder's (detached) tokens of their true inputs
-    align_weight: float = 5.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from moe_retriever.encoders.base import ENCODERS, create_encoder
+from moe_retriever.heads.base import Head, HeadContext, create_head
 
 
 @dataclass
 class ModelOutput:
     """``logits`` (B, C); ``aux_loss`` scalar, already weighted: add it to the task loss;
-    ``tokens`` (B, M, P, D) completed tokens fed to fusion; ``info``: routing statistics
-    (``info["completion"]`` from the completion method, ``info["fusion"]`` per MoE block)."""
+    ``tokens`` (B, M, P, D) completed tokens fed to the head; ``info``: ``info["completion"]``
+    from the completion method, ``info["head"]`` from the head (its ``interpret`` outputs),
+    ``info["fusion"]`` the fusion MoE routing per block (transformer head)."""
 
     logits: Tensor
     aux_loss: Tensor
@@ -147,22 +129,26 @@ class _PoolBuffers(nn.Module):
 
 
 class MultimodalClassifier(nn.Module):
-    """Encoders -> completion (retrieval) -> fusion transformer -> pooled MLP head."""
+    """Encoders -> completion (retrieval) -> head, each part a plain module."""
 
     def __init__(
         self,
         dims: dict[str, int],
         n_classes: int,
         config: ModelConfig | None = None,
-        completion: str = "moe-retriever",
+        completion: str | Completion = "moe-retriever",
         completion_cfg: dict[str, Any] | None = None,
         encoders: dict[str, nn.Module] | None = None,
         seed: int | None = None,
+        head: str | Head = "transformer",
+        head_cfg: dict[str, Any] | None = None,
     ) -> None:
-        """``seed``: the run's seed, handed to the completion method's supporting-group draws
-        (evaluation groups are a hash of it, so two seeds of a run see different groups and
-        the same seed the same ones). An explicit ``completion_cfg["seed"]`` wins; with
-        neither, the method's own default (0) is used. Methods without draws ignore it."""
+        """``completion`` / ``head``: a registered name or import path (built with the typed
+        options ``completion_cfg`` / ``head_cfg``) or a built module. ``seed``: the run's
+        seed, handed to the completion method's supporting-group draws (evaluation groups are
+        a hash of it, so two seeds of a run see different groups and the same seed the same
+        ones). An explicit ``completion_cfg["seed"]`` wins; with neither, the method's own
+        default (0) is used. Methods without draws ignore it."""
         super().__init__()
         config = config or ModelConfig()
         if len(dims) < 2:
@@ -172,16 +158,14 @@ class MultimodalClassifier(nn.Module):
             raise ValueError(f"modality feature counts must be >= 1, got {bad}")
         if n_classes < 2:
             raise ValueError(f"need at least 2 classes, got n_classes={n_classes}")
-        unknown = sorted(set(encoders or {}) - set(dims))
-        if unknown:
-            raise ValueError(
-                f"custom encoders for unknown modalities {unknown}; known: {list(dims)}"
-            )
+        for label, given in (("custom encoders", encoders), ("model.encoders", config.encoders)):
+            unknown = sorted(set(given or {}) - set(dims))
+            if unknown:
+                raise ValueError(f"{label} for unknown modalities {unknown}; known: {list(dims)}")
         self.config = config
         self.modalities = [str(m) for m in dims]
         self.dims = {str(m): int(d) for m, d in dims.items()}
         self.n_classes = n_classes
-        self.completion_name = completion
         self._keys = _safe_keys(self.modalities)
         M, P, D = len(self.modalities), config.n_tokens, config.dim
 
@@ -190,41 +174,29 @@ class MultimodalClassifier(nn.Module):
             if encoders and m in encoders:
                 self.encoders[self._keys[m]] = encoders[m]
             else:
-                self.encoders[self._keys[m]] = build_encoder(
-                    config.encoder,
-                    self.dims[m],
-                    P,
-                    D,
-                    hidden=config.encoder_hidden,
-                    dropout=config.dropout,
-                )
-        self.completion = create_completion(
-            completion, self.modalities, P, D, **(completion_cfg or {})
-        )
+                name, options = self.encoder_spec(m)
+                self.encoders[self._keys[m]] = create_encoder(name, self.dims[m], P, D, **options)
+        if isinstance(completion, Completion):
+            if completion_cfg:
+                raise ValueError("completion_cfg is for a completion given by name, not a module")
+            self.completion = completion
+        else:
+            self.completion = create_completion(
+                completion, self.modalities, P, D, **(completion_cfg or {})
+            )
+        self.completion_name = self.completion.name or type(self.completion).__name__
         set_seed = getattr(self.completion, "set_seed", None)
         if seed is not None and "seed" not in (completion_cfg or {}) and callable(set_seed):
             set_seed(int(seed))
-        self.modality_emb = nn.Parameter(torch.randn(M, D) * 0.02)
-        self.position_emb = nn.Parameter(torch.randn(P, D) * 0.02)
-        self.fusion = nn.ModuleList(
-            TransformerBlock(
-                D,
-                config.n_heads,
-                ffn_mult=config.ffn_mult,
-                dropout=config.dropout,
-                moe_experts=config.fusion_experts if config.fusion_moe else 0,
-                moe_top_k=config.fusion_top_k,
-                noisy_gating=config.noisy_gating,
+        if isinstance(head, Head):
+            if head_cfg:
+                raise ValueError("head_cfg is for a head given by name, not a module")
+            self.head = head
+        else:
+            self.head = create_head(
+                head, self.modalities, P, D, n_classes, config, **(head_cfg or {})
             )
-            for _ in range(config.fusion_layers)
-        )
-        self.fusion_norm = nn.LayerNorm(D)
-        self.head = nn.Sequential(
-            nn.Linear(M * D, config.head_hidden),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.head_hidden, n_classes),
-        )
+        self.head_name = self.head.name or type(self.head).__name__
         self.pool = _PoolBuffers(self._keys, self.dims, M)
         self._pool_cache: TrainingPool | None = None
         if not 0.0 <= config.retrieval_dropout < 1.0:
@@ -238,6 +210,39 @@ class MultimodalClassifier(nn.Module):
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
 
+
+    def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any]]:
+        """(name, checked options) of the encoder the config gives ``modality``."""
+        cfg = self.config
+        spec = cfg.encoders.get(modality)
+        if spec is None:
+            name, options = cfg.encoder, dict(cfg.encoder_options)
+        elif isinstance(spec, str):
+            name, options = spec, {}
+        elif isinstance(spec, dict) and isinstance(spec.get("name"), str):
+            options = {k: v for k, v in spec.items() if k != "name"}
+            name = spec["name"]
+        else:
+            raise ValueError(
+                f"model.encoders.{modality} must be an encoder name or a mapping with a 'name' "
+                f"key, got {spec!r}"
+            )
+        fields = ENCODERS.option_names(name)
+        if "hidden" in fields and "hidden" not in options:
+            options["hidden"] = cfg.encoder_hidden
+        if "dropout" in fields and "dropout" not in options:
+            options["dropout"] = cfg.dropout
+        return name, ENCODERS.check_options(name, options)
+
+    def _param_ref(self) -> Tensor:
+        """A parameter of the model (device and dtype of the token tensor)."""
+        for p in self.parameters():
+            return p
+        return self.pool._buffers["observed"].float()  # type: ignore[union-attr]
+
+    def _device(self) -> torch.device:
+        return self._param_ref().device
+
     # ------------------------------------------------------------------ training pool
     def set_training_pool(self, x: dict[str, Tensor], observed: Tensor) -> None:
         """Keep the TRAINING inputs (``x[m]`` (N, F_m), preprocessed) and ``observed`` (N, M)
@@ -249,7 +254,7 @@ class MultimodalClassifier(nn.Module):
                 f"observed must be a (N, {len(self.modalities)}) bool tensor, got "
                 f"{obs.dtype} {tuple(obs.shape)}"
             )
-        dev = self.position_emb.device
+        dev = self._device()
         for j, m in enumerate(self.modalities):
             if m not in x:
                 raise ValueError(f"training pool is missing modality {m!r}")
@@ -316,7 +321,7 @@ class MultimodalClassifier(nn.Module):
         out = []
         for j, m in enumerate(self.modalities):
             rows = observed[:, j].nonzero().squeeze(1)
-            t = self.position_emb.new_zeros(B, P, D)
+            t = self._param_ref().new_zeros(B, P, D)
             if rows.numel():
                 t = t.index_put((rows,), self.encode_modality(m, x[m][rows]).to(t.dtype))
             out.append(t)
@@ -347,10 +352,12 @@ class MultimodalClassifier(nn.Module):
         retrieve: bool = True,
         pool_index: Tensor | None = None,
         x: dict[str, Tensor] | None = None,
+        y: Tensor | None = None,
     ) -> CompletionOutput:
         """Fill the missing slots of encoder ``tokens`` (retrieve=False: zero tokens).
         ``pool_index``: the samples' rows in the training pool (training batches only);
-        ``x``: the batch's raw inputs (for methods that compare samples in input space)."""
+        ``x``: the batch's raw inputs (for methods that compare samples in input space);
+        ``y``: training labels (for methods with a label term)."""
         if not retrieve:
             return CompletionOutput(tokens, tokens.new_zeros(()), {"retrieve": False})
         pool = None
@@ -369,6 +376,7 @@ class MultimodalClassifier(nn.Module):
             modalities=list(self.modalities),
             pool_index=pool_index,
             x=x,
+            y=y,
         )
         return self.completion(tokens, observed, ctx)
 
@@ -379,51 +387,60 @@ class MultimodalClassifier(nn.Module):
         sample_keys: Tensor | None = None,
         retrieve: bool = True,
         pool_index: Tensor | None = None,
+        y: Tensor | None = None,
     ) -> ModelOutput:
         """Logits for a batch: ``x[m]`` (B, F_m) with zeros in unobserved rows, ``observed``
         (B, M) bool, ``sample_keys`` (B,) int64 stable per sample (deterministic evaluation
         draws), ``retrieve=False`` for warm-up (zero tokens, retriever off), ``pool_index``
         (B,) int64: the samples' rows in the training pool, for training batches drawn from
-        it (excludes a sample from supporting its own hidden entries; pass None otherwise)."""
+        it (excludes a sample from supporting its own hidden entries; pass None otherwise),
+        ``y`` (B,) labels of a training batch for parts with a label term (never in eval)."""
         self._check_batch(x, observed)
         if pool_index is not None and pool_index.shape != observed.shape[:1]:
             raise ValueError(
                 f"pool_index must be ({observed.shape[0]},), got {tuple(pool_index.shape)}"
             )
+        y = y if self.training else None
         tokens = self.encode(x, observed)
         hidden = self._draw_hidden(observed) if retrieve else None
         if hidden is not None:
             true_tokens = tokens
             observed = observed & ~hidden
             tokens = tokens.masked_fill(hidden[:, :, None, None], 0.0)
-        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index, x)
+        comp = self.complete(tokens, observed, sample_keys, retrieve, pool_index, x, y)
         completed = comp.tokens
         align = completed.new_zeros(())
         if hidden is not None:
             pred, target = completed[hidden], true_tokens[hidden].detach()  # (n, P, D)
             if pred.shape[0]:
                 align = (1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)).mean()
-        B, M, P, D = completed.shape
-        h = completed + self.modality_emb[None, :, None] + self.position_emb[None, None]
-        h = h.reshape(B, M * P, D)
-        aux = comp.aux_loss
-        fusion_info = []
-        for block in self.fusion:
-            res = block(h)
-            h = res.x
-            aux = aux + res.aux_loss
-            if res.routing:
-                fusion_info.append(res.routing)
-        pooled = self.fusion_norm(h).reshape(B, M, P, D).mean(dim=2).reshape(B, M * D)
-        logits = self.head(pooled)
-        info: dict[str, Any] = {"completion": comp.info, "fusion": fusion_info}
+        ctx = HeadContext(
+            training=self.training,
+            modalities=list(self.modalities),
+            masked=not self.completion.fills,
+            generator=self.head.generator if self.training else None,
+            x=x,
+            y=y,
+        )
+        out = self.head(completed, observed, ctx)
+        info: dict[str, Any] = {
+            "completion": comp.info,
+            "head": out.info,
+            "fusion": out.info.get("fusion", []),
+        }
         if hidden is not None:
             info["self_supervision"] = {
                 "hidden": hidden.sum().detach(),
                 "align_loss": align.detach(),
             }
-        aux_loss = self.config.balance_weight * aux + self.config.align_weight * align
-        return ModelOutput(logits, aux_loss, completed, info)
+        aux_loss = (
+            self.config.balance_weight * comp.aux_loss
+            + out.aux_loss
+            + self.config.align_weight * align
+        )
+        if comp.loss is not None:
+            aux_loss = aux_loss + comp.loss
+        return ModelOutput(out.logits, aux_loss, completed, info)
 
     def _draw_hidden(self, observed: Tensor) -> Tensor | None:
         """(B, M) bool: observed entries to hide for retrieval self-supervision, or None when

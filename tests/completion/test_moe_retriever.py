@@ -14,7 +14,7 @@ from moe_retriever.completion.sampler import (
     combination_codes,
     encode_support_unique,
 )
-from moe_retriever.nn.encoders import PatchEncoder
+from moe_retriever.encoders import PatchEncoder
 
 MODS = ["a", "b", "c", "d"]
 DIMS = {"a": 12, "b": 7, "c": 20, "d": 5}
@@ -221,8 +221,12 @@ def test_missing_pool_and_bad_options_raise() -> None:
         create_completion("moe-retriever", MODS, P, D, routing="dense")
     with pytest.raises(ValueError, match="top_k"):
         create_completion("moe-retriever", MODS, P, D, n_candidates=1, n_shared=1, top_k=3)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="has no option 'n_experts'; valid options: n_candidates"):
         create_completion("moe-retriever", MODS, P, D, n_experts=3)
+    with pytest.raises(ValueError, match="'zero' has no option 'seed'; valid options: \\(none\\)"):
+        create_completion("zero", MODS, P, D, seed=4)
+    with pytest.raises(ValueError, match="'knn.k': 'many' is not an integer"):
+        create_completion("knn", MODS, P, D, k="many")
 
 
 def test_zero_and_official_average() -> None:
@@ -234,7 +238,7 @@ def test_zero_and_official_average() -> None:
         training=False,
         modalities=MODS,
     )
-    zero = create_completion("zero", MODS, P, D, seed=4)(tokens + 1.0, obs, ctx).tokens
+    zero = create_completion("zero", MODS, P, D)(tokens + 1.0, obs, ctx).tokens
     assert torch.equal(zero[~obs], torch.zeros_like(zero[~obs]))
     assert torch.equal(zero[obs], tokens[obs] + 1.0)
     avg = create_completion("official-average", MODS, P, D, eval_draws=1)  # one draw to compare

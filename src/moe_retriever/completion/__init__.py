@@ -7,9 +7,11 @@ from moe_retriever.completion import bank as _bank  # noqa: F401
 from moe_retriever.completion import knn as _knn  # noqa: F401
 from moe_retriever.completion import mean as _mean  # noqa: F401
 from moe_retriever.completion import moe_retriever as _moe_retriever  # noqa: F401
+from moe_retriever.completion import none as _none  # noqa: F401
 from moe_retriever.completion import official_average as _official_average  # noqa: F401
 from moe_retriever.completion import zero as _zero  # noqa: F401
 from moe_retriever.completion.base import (
+    COMPLETIONS,
     Completion,
     CompletionContext,
     CompletionOutput,
@@ -21,6 +23,7 @@ from moe_retriever.completion.base import (
 from moe_retriever.completion.sampler import SupportingGroupSampler
 
 __all__ = [
+    "COMPLETIONS",
     "Completion",
     "CompletionContext",
     "CompletionOutput",

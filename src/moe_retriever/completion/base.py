@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from moe_retriever.registry import Registry
 
 
 @dataclass
@@ -70,13 +73,21 @@ class CompletionContext:
     # the batch's raw (preprocessed) inputs ``x[m]`` (B, F_m), zeros where unobserved, for
     # methods that compare samples in input space (``support_select="similar"``)
     x: dict[str, Tensor] | None = None
+    # (B,) labels of a training batch (None in evaluation), for methods with a label term
+    y: Tensor | None = None
 
 
 @dataclass
 class CompletionOutput:
+    """``tokens``: completed (B, M, P, D); ``aux_loss``: the method's mixture-of-experts
+    balance loss (the model weights it by ``ModelConfig.balance_weight``, like the fusion's);
+    ``loss``: any other training term, **already weighted**, added to the objective as is
+    (reconstruction, prior matching...); ``info``: detached diagnostics."""
+
     tokens: Tensor
     aux_loss: Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    loss: Tensor | None = None
 
 
 class Completion(nn.Module):
@@ -87,6 +98,8 @@ class Completion(nn.Module):
     needs_pool: ClassVar[bool] = False
     #: whether the method has trainable parameters
     learns: ClassVar[bool] = False
+    #: False for ``none``: missing slots stay zero and heads must ignore them (masked mode)
+    fills: ClassVar[bool] = True
 
     def __init__(self, modalities: list[str], n_tokens: int, dim: int) -> None:
         super().__init__()
@@ -104,6 +117,12 @@ class Completion(nn.Module):
     ) -> CompletionOutput:
         return self.complete(tokens, observed, context)
 
+    def report(self, info: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+        """Summarise a fitted method over an evaluation set into files under ``out_dir`` and
+        return a JSON-able summary; ``info`` holds what the evaluation collected (for
+        moe-retriever: routing statistics). The default writes nothing."""
+        return {}
+
     @staticmethod
     def keep_observed(completed: Tensor, tokens: Tensor, observed: Tensor) -> Tensor:
         """Observed slots from ``tokens``, missing ones from ``completed``."""
@@ -115,29 +134,23 @@ class Completion(nn.Module):
         return ref.new_zeros(())
 
 
-_REGISTRY: dict[str, type[Completion]] = {}
+#: completion classes by name; constructors take (modalities, n_tokens, dim) then options
+COMPLETIONS: Registry[Completion] = Registry("completion method", Completion, fixed=3)
 
 
 def register_completion(cls: type[Completion]) -> type[Completion]:
     """Class decorator: make a method available to :func:`create_completion` by its name."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"completion name {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    out: type[Completion] = COMPLETIONS.register(cls)
+    return out
 
 
 def list_completions() -> list[str]:
-    return sorted(_REGISTRY)
+    return COMPLETIONS.names()
 
 
 def create_completion(
-    name: str, modalities: list[str], n_tokens: int, dim: int, **cfg: Any
+    name: str, modalities: list[str], n_tokens: int, dim: int, **options: Any
 ) -> Completion:
-    """The one factory: ``create_completion("moe-retriever", mods, P, D, n_experts=8)``."""
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"unknown completion method {name!r}; known: {', '.join(list_completions())}"
-        )
-    return _REGISTRY[name](modalities, n_tokens, dim, **cfg)
+    """The one factory: ``create_completion("moe-retriever", mods, P, D, n_experts=8)``.
+    Unknown or ill-typed options raise ``ValueError`` naming the valid ones."""
+    return COMPLETIONS.create(name, modalities, n_tokens, dim, **options)

@@ -40,10 +40,8 @@ class OfficialAverageCompletion(SupportSampling, Completion):
         eval_draws: int = 1,
         seed: int = 0,
         support_select: str = "random",
-        **_: Any,
     ) -> None:
-        """Options of ``moe-retriever`` that do not apply here (experts, routing...) are ignored,
-        so one completion config can be shared by both methods. ``eval_draws`` defaults to 1:
+        """``eval_draws`` defaults to 1:
         the research code draws one supporting group per sample at evaluation, and this method
         is the authors'-behaviour baseline (``completion.eval_draws`` sets it explicitly).
         ``support_select``: "random" (the authors') or "similar" (as in moe-retriever)."""

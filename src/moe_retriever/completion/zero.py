@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -21,8 +19,7 @@ class ZeroCompletion(Completion):
 
     name = "zero"
 
-    def __init__(self, modalities: list[str], n_tokens: int, dim: int, **_: Any) -> None:
-        """Method options meant for other methods (seed, k...) are accepted and ignored."""
+    def __init__(self, modalities: list[str], n_tokens: int, dim: int) -> None:
         super().__init__(modalities, n_tokens, dim)
 
     def complete(

@@ -1,6 +1,6 @@
-"""Generic building blocks: encoders, transformer block, sparse mixture of experts."""
+"""Generic building blocks: transformer block, sparse mixture of experts (encoders live in
+:mod:`moe_retriever.encoders`)."""
 
-from moe_retriever.nn.encoders import MLPEncoder, PatchEncoder, build_encoder
 from moe_retriever.nn.moe import MoEOutput, SparseMoE, cv_squared
 from moe_retriever.nn.transformer import (
     BlockOutput,
@@ -12,12 +12,9 @@ from moe_retriever.nn.transformer import (
 __all__ = [
     "BlockOutput",
     "FeedForward",
-    "MLPEncoder",
     "MoEOutput",
     "MultiHeadSelfAttention",
-    "PatchEncoder",
     "SparseMoE",
     "TransformerBlock",
-    "build_encoder",
     "cv_squared",
 ]

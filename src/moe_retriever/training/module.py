@@ -142,6 +142,7 @@ class ClassifierModule(L.LightningModule):
             sample_keys=batch["keys"],
             retrieve=retrieve,
             pool_index=batch["index"] if in_pool else None,
+            y=batch["y"] if in_pool else None,
         )
 
     def _ce(self, logits: Tensor, y: Tensor) -> Tensor:

@@ -1,9 +1,4 @@
-"""Modality encoders: raw inputs (B, F) -> P tokens of width D, shape (B, P, D).
-
-Any ``nn.Module`` with that signature can serve as the encoder of a modality: pass it to
-``MultimodalClassifier(..., encoders={"image": my_cnn_to_tokens})`` and the classifier uses it
-instead of building one from ``ModelConfig.encoder``. The two built-in encoders cover tabular
-inputs:
+"""The built-in tabular encoders, registered as ``patch`` and ``mlp``:
 
 * :class:`PatchEncoder` (the method's tabular encoder, METHOD.md): pad the F features with zeros
   to P * ceil(F / P), reshape into P patches of ceil(F / P) features and project every patch with
@@ -15,14 +10,18 @@ inputs:
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moe_retriever.encoders.base import register_encoder
 
+
+@register_encoder
 class PatchEncoder(nn.Module):
     """Tabular patch embedding: (B, F) -> zero-pad -> (B, P, ceil(F/P)) -> Linear -> (B, P, D)."""
+
+    name = "patch"
 
     def __init__(self, in_dim: int, n_tokens: int, dim: int) -> None:
         super().__init__()
@@ -46,8 +45,11 @@ class PatchEncoder(nn.Module):
         return self.proj(x.reshape(x.shape[0], self.n_tokens, self.patch_size))
 
 
+@register_encoder
 class MLPEncoder(nn.Module):
     """MLP encoder: (B, F) -> Linear-GELU-Dropout-Linear -> (B, P * D) -> (B, P, D)."""
+
+    name = "mlp"
 
     def __init__(
         self, in_dim: int, n_tokens: int, dim: int, hidden: int = 256, dropout: float = 0.0
@@ -67,20 +69,3 @@ class MLPEncoder(nn.Module):
         if x.shape[-1] != self.in_dim:
             raise ValueError(f"MLPEncoder expects {self.in_dim} features, got {x.shape[-1]}")
         return self.net(x).reshape(x.shape[0], self.n_tokens, self.dim)
-
-
-ENCODERS: dict[str, type[nn.Module]] = {"patch": PatchEncoder, "mlp": MLPEncoder}
-
-
-def build_encoder(kind: str, in_dim: int, n_tokens: int, dim: int, **kwargs: Any) -> nn.Module:
-    """Build a built-in encoder by name (``"patch"`` or ``"mlp"``).
-
-    ``kwargs`` go to the encoder (``hidden``, ``dropout`` for the MLP); options an encoder does
-    not take are ignored so that one config can name either kind.
-    """
-    if kind == "patch":
-        return PatchEncoder(in_dim, n_tokens, dim)
-    if kind == "mlp":
-        allowed = {k: v for k, v in kwargs.items() if k in ("hidden", "dropout")}
-        return MLPEncoder(in_dim, n_tokens, dim, **allowed)
-    raise ValueError(f"unknown encoder kind {kind!r}; known: {', '.join(sorted(ENCODERS))}")

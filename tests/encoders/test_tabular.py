@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from moe_retriever.nn.encoders import MLPEncoder, PatchEncoder, build_encoder
+from moe_retriever.encoders import MLPEncoder, PatchEncoder, create_encoder
 
 
 @pytest.mark.parametrize("features", [1, 15, 16, 17, 64, 250])
@@ -39,9 +39,22 @@ def test_mlp_encoder_shape() -> None:
     assert enc(torch.randn(7, 33)).shape == (7, 4, 6)
 
 
-def test_build_encoder() -> None:
-    assert isinstance(build_encoder("patch", 20, 4, 8, hidden=99), PatchEncoder)
-    mlp = build_encoder("mlp", 20, 4, 8, hidden=9, dropout=0.1)
-    assert isinstance(mlp, MLPEncoder)
-    with pytest.raises(ValueError, match="unknown encoder kind 'cnn'"):
-        build_encoder("cnn", 20, 4, 8)
+def test_create_encoder_by_name_with_typed_options() -> None:
+    assert isinstance(create_encoder("patch", 20, 4, 8), PatchEncoder)
+    mlp = create_encoder("mlp", 20, 4, 8, hidden="9", dropout=0.1)  # YAML strings coerced
+    assert isinstance(mlp, MLPEncoder) and mlp.net[0].out_features == 9
+    with pytest.raises(ValueError, match="unknown encoder 'cnn'; known: .*mlp, patch"):
+        create_encoder("cnn", 20, 4, 8)
+    with pytest.raises(ValueError, match="encoder 'patch' has no option 'hidden'; valid options"):
+        create_encoder("patch", 20, 4, 8, hidden=99)
+    with pytest.raises(ValueError, match="'mlp.hidden': 'wide' is not an integer"):
+        create_encoder("mlp", 20, 4, 8, hidden="wide")
+
+
+def test_encoder_by_import_path() -> None:
+    enc = create_encoder("moe_retriever.encoders.tabular:MLPEncoder", 5, 2, 4, hidden=3)
+    assert isinstance(enc, MLPEncoder) and enc(torch.randn(2, 5)).shape == (2, 2, 4)
+    with pytest.raises(ValueError, match="is not a encoder|must be a subclass"):
+        create_encoder("moe_retriever.registry:Registry", 5, 2, 4)
+    with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.x'"):
+        create_encoder("no_such_pkg.x:Enc", 5, 2, 4)

@@ -1,0 +1,44 @@
+"""The architecture settings shared by a model's parts (token grid, widths, fusion depth)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`MultimodalClassifier` (defaults: METHOD.md reference values
+    where the method fixes them: P=16 tokens, D=128, 4 heads)."""
+
+    n_tokens: int = 16  # P: tokens per modality
+    dim: int = 128  # D: token width
+    # encoder of every modality without an entry in ``encoders``: a registered name
+    # (``moe-retriever list`` shows them) or an import path "package.module:Class"
+    encoder: str = "mlp"
+    encoder_hidden: int = 256  # default ``hidden`` option of encoders that take one
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # options of ``encoder``
+    # per-modality encoders: {modality: name} or {modality: {name: ..., <option>: ...}}
+    encoders: dict[str, Any] = field(default_factory=dict)
+    n_heads: int = 4
+    fusion_layers: int = 1
+    fusion_moe: bool = False  # sparse MoE feed-forward in the fusion blocks
+    fusion_experts: int = 4
+    fusion_top_k: int = 2
+    ffn_mult: int = 2  # feed-forward hidden width = ffn_mult * dim
+    dropout: float = 0.1
+    head_hidden: int = 128
+    balance_weight: float = 1e-2  # weight of all MoE balance losses in aux_loss
+    noisy_gating: bool = True  # noisy top-k gating in the fusion MoE (training only)
+    # Retrieval self-supervision (training only, retrieval on, learning completion methods):
+    # probability of hiding each observed entry of a sample with >= 2 observed (never the last)
+    retrieval_dropout: float = 0.3
+    # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
+    # encoder's (detached) tokens of their true inputs
+    align_weight: float = 5.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+__all__ = ["ModelConfig"]

@@ -1,0 +1,26 @@
+"""Heads: fusion + classifier over completed tokens. One interface (:class:`Head`), one file per
+head. Importing this package registers the built-in heads with :func:`create_head`.
+"""
+
+from moe_retriever.heads.base import (
+    HEADS,
+    Head,
+    HeadContext,
+    HeadOutput,
+    create_head,
+    list_heads,
+    register_head,
+)
+from moe_retriever.heads.transformer import TransformerFusion, TransformerHead
+
+__all__ = [
+    "HEADS",
+    "Head",
+    "HeadContext",
+    "HeadOutput",
+    "TransformerFusion",
+    "TransformerHead",
+    "create_head",
+    "list_heads",
+    "register_head",
+]

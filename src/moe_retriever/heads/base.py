@@ -1,0 +1,126 @@
+"""The head interface: completed tokens -> logits. A head is "fusion + classifier" in one part.
+
+``head(tokens, observed, context) -> HeadOutput(logits, aux_loss, info)``:
+
+* ``tokens``: (B, M, P, D) after completion; missing slots hold the completion method's tokens
+  (``completed`` mode) or zeros that must be ignored (``context.masked``: the completion method
+  is ``none``, see :class:`~moe_retriever.completion.none.NoCompletion`);
+* ``observed``: (B, M) bool, the entries the sample really has (entries hidden by the model's
+  retrieval self-supervision count as missing);
+* ``context``: :class:`HeadContext`;
+
+and returns :class:`HeadOutput`: logits (B, C); ``aux_loss``, a scalar **already weighted**
+that the caller adds to the objective (zero where the head has none); ``info``, detached
+diagnostics, with the head's unweighted loss terms under ``info["losses"]`` and its per-sample
+interpretable outputs under ``info["interpret"]``. No state is kept between steps.
+
+A head is built as ``Head(modalities, n_tokens, dim, n_classes, arch, **options)`` where
+``arch`` is the :class:`~moe_retriever.architecture.ModelConfig` shared by all parts (widths,
+depth, dropout) and ``options`` are the head's own typed keyword parameters
+(:mod:`moe_retriever.registry`). Register with :func:`register_head`; build with
+:func:`create_head`. A method-specific summary of a fitted head over an evaluation set goes in
+:meth:`Head.report` (the harness and ``train`` call it without knowing the method).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from moe_retriever.architecture import ModelConfig
+from moe_retriever.registry import Registry
+
+
+@dataclass
+class HeadContext:
+    """What a head may use besides the tokens."""
+
+    training: bool = False
+    modalities: list[str] = field(default_factory=list)
+    #: True when missing slots hold zeros to be ignored (completion ``none``): attention must
+    #: not read them (``key_padding_mask``) and nothing may depend on their content
+    masked: bool = False
+    #: step-seeded generator for the head's own draws (perturbations...), or None in eval
+    generator: torch.Generator | None = None
+    #: the batch's raw (preprocessed) inputs ``x[m]`` (B, F_m), zeros where unobserved
+    x: dict[str, Tensor] | None = None
+    #: (B,) labels, training batches only (for heads with label-dependent auxiliary losses)
+    y: Tensor | None = None
+
+
+@dataclass
+class HeadOutput:
+    logits: Tensor
+    aux_loss: Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Head(nn.Module):
+    """Base class; subclasses set ``name`` and implement :meth:`forward`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self, modalities: list[str], n_tokens: int, dim: int, n_classes: int, arch: ModelConfig
+    ) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.n_tokens = n_tokens
+        self.dim = dim
+        self.n_classes = n_classes
+        #: the head's own draws in training (handed over as ``context.generator``); reseeded
+        #: every step by the training module; a fixed start, so building a head consumes
+        #: nothing of the global RNG
+        self.generator = torch.Generator(device="cpu")
+        self.generator.manual_seed(0)
+
+    def forward(self, tokens: Tensor, observed: Tensor, context: HeadContext) -> HeadOutput:
+        raise NotImplementedError
+
+    def report(self, interpret: dict[str, Tensor], out_dir: Path) -> dict[str, Any]:
+        """Summarise ``interpret`` (the per-sample ``info["interpret"]`` tensors of an
+        evaluation set, concatenated over batches) into files under ``out_dir``; return a
+        JSON-able summary. The default writes nothing."""
+        return {}
+
+    @staticmethod
+    def no_loss(ref: Tensor) -> Tensor:
+        return ref.new_zeros(())
+
+
+#: head classes by name; constructors take (modalities, n_tokens, dim, n_classes, arch)
+HEADS: Registry[Head] = Registry("head", Head, fixed=5)
+
+register_head = HEADS.register
+
+
+def create_head(
+    name: str,
+    modalities: list[str],
+    n_tokens: int,
+    dim: int,
+    n_classes: int,
+    arch: ModelConfig,
+    **options: Any,
+) -> Head:
+    """The one factory: ``create_head("transformer", mods, P, D, C, arch)``."""
+    return HEADS.create(name, modalities, n_tokens, dim, n_classes, arch, **options)
+
+
+def list_heads() -> list[str]:
+    return HEADS.names()
+
+
+__all__ = [
+    "HEADS",
+    "Head",
+    "HeadContext",
+    "HeadOutput",
+    "create_head",
+    "list_heads",
+    "register_head",
+]
