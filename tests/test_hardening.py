@@ -116,7 +116,6 @@ def test_resume_refuses_a_tampered_checkpoint(run: Path, tmp_path: Path, capsys:
     assert not marker.exists()
 
 
-
 def test_predict_refuses_a_tampered_saved_model(
     run: Path, folder: Path, tmp_path: Path, capsys: Any
 ) -> None:

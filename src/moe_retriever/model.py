@@ -210,7 +210,6 @@ class MultimodalClassifier(nn.Module):
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
 
-
     def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any]]:
         """(name, checked options) of the encoder the config gives ``modality``."""
         cfg = self.config

@@ -186,4 +186,5 @@ def describe(registry: Registry[Any]) -> dict[str, dict[str, Any]]:
     """``{name: {option: default}}`` of every registered part (for ``--help`` and docs)."""
     return {n: registry.defaults(n) for n in registry.names()}
 
+
 __all__ = ["Registry", "describe", "import_object", "is_import_path"]

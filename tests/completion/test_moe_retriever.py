@@ -225,7 +225,7 @@ def test_missing_pool_and_bad_options_raise() -> None:
         create_completion("moe-retriever", MODS, P, D, n_experts=3)
     with pytest.raises(ValueError, match="'zero' has no option 'seed'; valid options: \\(none\\)"):
         create_completion("zero", MODS, P, D, seed=4)
-    with pytest.raises(ValueError, match="'knn.k': 'many' is not an integer"):
+    with pytest.raises(ValueError, match=r"'knn.k': 'many' is not an integer"):
         create_completion("knn", MODS, P, D, k="many")
 
 

@@ -30,7 +30,7 @@ def test_patch_encoder_pads_and_shares_one_linear() -> None:
 
 
 def test_patch_encoder_rejects_wrong_width() -> None:
-    with pytest.raises(ValueError, match="expects 10 features"):
+    with pytest.raises(ValueError, match=r"expects 10 features"):
         PatchEncoder(10, 4, 3)(torch.randn(2, 11))
 
 
@@ -43,18 +43,18 @@ def test_create_encoder_by_name_with_typed_options() -> None:
     assert isinstance(create_encoder("patch", 20, 4, 8), PatchEncoder)
     mlp = create_encoder("mlp", 20, 4, 8, hidden="9", dropout=0.1)  # YAML strings coerced
     assert isinstance(mlp, MLPEncoder) and mlp.net[0].out_features == 9
-    with pytest.raises(ValueError, match="unknown encoder 'cnn'; known: .*mlp, patch"):
+    with pytest.raises(ValueError, match=r"unknown encoder 'cnn'; known: .*mlp, patch"):
         create_encoder("cnn", 20, 4, 8)
-    with pytest.raises(ValueError, match="encoder 'patch' has no option 'hidden'; valid options"):
+    with pytest.raises(ValueError, match=r"encoder 'patch' has no option 'hidden'; valid options"):
         create_encoder("patch", 20, 4, 8, hidden=99)
-    with pytest.raises(ValueError, match="'mlp.hidden': 'wide' is not an integer"):
+    with pytest.raises(ValueError, match=r"'mlp.hidden': 'wide' is not an integer"):
         create_encoder("mlp", 20, 4, 8, hidden="wide")
 
 
 def test_encoder_by_import_path() -> None:
     enc = create_encoder("moe_retriever.encoders.tabular:MLPEncoder", 5, 2, 4, hidden=3)
     assert isinstance(enc, MLPEncoder) and enc(torch.randn(2, 5)).shape == (2, 2, 4)
-    with pytest.raises(ValueError, match="is not a encoder|must be a subclass"):
+    with pytest.raises(ValueError, match=r"is not a encoder|must be a subclass"):
         create_encoder("moe_retriever.registry:Registry", 5, 2, 4)
-    with pytest.raises(ValueError, match="cannot import module 'no_such_pkg.x'"):
+    with pytest.raises(ValueError, match=r"cannot import module 'no_such_pkg.x'"):
         create_encoder("no_such_pkg.x:Enc", 5, 2, 4)
