@@ -72,8 +72,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         default=None,
-        help="completion method: moe-retriever, zero, official-average, mean, bank, knn "
-        "(default: the config's method, moe-retriever)",
+        help="method (a preset of parts: `moe-retriever list` shows them), e.g. moe-retriever, "
+        "zero, official-average, mean, bank, knn, none (default: the config's method)",
     )
     p.add_argument(
         "--seeds", type=int, nargs="+", default=None, help="model seeds (default: config, 0 1 2)"
@@ -104,10 +104,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_method(method: str) -> None:
-    from moe_retriever.completion import list_completions
+    from moe_retriever.presets import list_presets
 
-    if method not in list_completions():
-        raise UserError(f"unknown method {method!r}; choose one of {', '.join(list_completions())}")
+    if method not in list_presets():
+        raise UserError(f"unknown method {method!r}; choose one of {', '.join(list_presets())}")
 
 
 def _check_seeds(seeds: Sequence[int]) -> None:
@@ -178,6 +178,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg.runtime.progress_bar = False
     cfg.validate()
     _check_method(cfg.method)
+    cfg.parts()  # unknown parts or options fail here, before any data is read
     _check_seeds(cfg.seeds)
     _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
@@ -507,6 +508,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
     cfg.validate()
+    from moe_retriever.presets import list_presets, unused_options
+
+    deep = [m for m in methods if m in list_presets()]
+    unused = unused_options(deep, cfg.completion, cfg.head) if deep else []
+    if unused:
+        raise UserError(
+            f"option(s) {', '.join(unused)} are taken by none of the methods "
+            f"{', '.join(deep)}; `moe-retriever list` shows each part's options"
+        )
     data = load_data(args.data)
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
     parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
@@ -557,6 +567,50 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- list
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "list",
+        help="methods (presets) and the parts they are built from, with their options",
+        description="Every method name (a preset: completion + head), and every registered "
+        "encoder, completion method and head with its typed options and defaults.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_list)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import json
+
+    from moe_retriever.completion.base import COMPLETIONS
+    from moe_retriever.encoders.base import ENCODERS
+    from moe_retriever.heads.base import HEADS
+    from moe_retriever.presets import get_preset, list_presets
+    from moe_retriever.registry import describe
+
+    out = {
+        "methods": {
+            n: {"completion": get_preset(n).completion, "head": get_preset(n).head}
+            for n in list_presets()
+        },
+        "encoders": describe(ENCODERS),
+        "completions": describe(COMPLETIONS),
+        "heads": describe(HEADS),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    print("methods (--method / benchmark --methods): completion + head")
+    for n, p in out["methods"].items():
+        print(f"  {n:<20} {p['completion']} + {p['head']}")
+    for kind in ("encoders", "completions", "heads"):
+        print(f"\n{kind} (options = defaults):")
+        for n, opts in out[kind].items():
+            text = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "(no options)"
+            print(f"  {n:<20} {text}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -570,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_demo(sub)
     _add_benchmark(sub)
+    _add_list(sub)
     return parser
 
 

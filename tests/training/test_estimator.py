@@ -129,7 +129,7 @@ def test_overrides_and_bad_input(splits: tuple[MultimodalData, ...], tiny: dict)
     assert cfg.optim.lr == 5e-4 and cfg.train.batch_size == 8 and cfg.model.dim == 16
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         MoERetrieverClassifier(learning_rate=1).resolved_config()
-    with pytest.raises(ValueError, match="unknown completion method 'magic'"):
+    with pytest.raises(ValueError, match="unknown method 'magic'; known: bank, knn"):
         MoERetrieverClassifier("magic", config=tiny).fit(splits[0], splits[1])
     with pytest.raises(RuntimeError, match="not fitted"):
         MoERetrieverClassifier().predict(splits[2])

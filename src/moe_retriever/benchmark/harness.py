@@ -156,23 +156,21 @@ def _fidelity_of(model: Any, inputs: RunInputs) -> dict[str, float] | None:
 
 def _deep_runner(method: str) -> Runner:
     def run(inputs: RunInputs) -> MethodResult:
+        from moe_retriever.presets import applicable_options
         from moe_retriever.training.estimator import MoERetrieverClassifier
 
-        est = MoERetrieverClassifier(method=method, config=inputs.config, seed=inputs.seed)
+        cfg = inputs.config.copy()  # one config for all methods: each takes its parts' options
+        cfg.completion, cfg.head = applicable_options(method, cfg.completion, cfg.head)
+        est = MoERetrieverClassifier(method=method, config=cfg, seed=inputs.seed)
         est.fit(inputs.train, inputs.val)
         proba = np.asarray(est.predict_proba(inputs.test))
-        routing = None
-        if method == "moe-retriever":
-            from moe_retriever.benchmark.router import summarize_routing
-
-            completion = getattr(getattr(est, "model_", None), "completion", None)
-            routing = summarize_routing(
-                est.routing_stats(inputs.test),
-                getattr(completion, "n_candidates", None),
-                getattr(completion, "n_shared", None),
-            )
+        # the parts' own summaries (router usage, interaction weights...), asked for without
+        # knowing the method, on the masked test set after its final evaluation
+        summary = est.interpretation(inputs.test)
         info = {"best_epoch": getattr(est, "best_epoch_", None)}
-        return MethodResult(proba, _fidelity_of(est, inputs), routing, info)
+        if summary["head"] is not None:
+            info["head"] = summary["head"]
+        return MethodResult(proba, _fidelity_of(est, inputs), summary["completion"], info)
 
     return run
 
@@ -193,10 +191,9 @@ def _anchor_runner(name: str) -> Runner:
 
 
 def _builtin_methods() -> None:
-    import moe_retriever.completion  # noqa: F401  (importing registers the methods)
-    from moe_retriever.completion.base import list_completions
+    from moe_retriever.presets import list_presets
 
-    for name in list_completions():
+    for name in list_presets():
         if name not in _METHODS:
             register_method(name, "completion", _deep_runner(name))
     for name, cls in ANCHORS.items():

@@ -117,11 +117,18 @@ class Completion(nn.Module):
     ) -> CompletionOutput:
         return self.complete(tokens, observed, context)
 
-    def report(self, info: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-        """Summarise a fitted method over an evaluation set into files under ``out_dir`` and
-        return a JSON-able summary; ``info`` holds what the evaluation collected (for
-        moe-retriever: routing statistics). The default writes nothing."""
-        return {}
+    # ------------------------------------------------------------------ reporting hooks
+    def summarize(self, infos: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """A method-specific, JSON-able summary of a fitted method over an evaluation set,
+        from the per-batch ``CompletionOutput.info`` dicts (moe-retriever: router usage and
+        entropy). ``None``: nothing to say. The harness and ``train`` call this without
+        knowing the method."""
+        return None
+
+    def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Write files (tables, plots) from :meth:`summarize`'s output under ``out_dir``;
+        return their paths. The default writes nothing."""
+        return []
 
     @staticmethod
     def keep_observed(completed: Tensor, tokens: Tensor, observed: Tensor) -> Tensor:

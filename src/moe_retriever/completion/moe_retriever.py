@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -321,6 +322,29 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         completed = tokens.index_put((b_idx[:n], m_idx[:n]), out)
         info["routing"] = self._routing_info(m_idx, codes, stats)
         return CompletionOutput(completed, loss, info)
+
+    # ------------------------------------------------------------------ reporting hooks
+    def summarize(self, infos: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Router usage over an evaluation set: shares of each expert per target modality and
+        observed combination, normalised entropies, fallback counts
+        (:func:`moe_retriever.benchmark.router.summarize_routing`)."""
+        from moe_retriever.benchmark.router import summarize_routing as shares
+        from moe_retriever.training.routing import merge_routing_info
+
+        stats = merge_routing_info(infos, self.modalities, self.n_candidates, self.n_shared)
+        return shares(stats, self.n_candidates, self.n_shared)
+
+    def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
+        """``routing.md``: the per-target expert shares and entropies as a table."""
+        from moe_retriever.benchmark.router import routing_markdown
+
+        text = routing_markdown({"this run": summary})
+        if not text:
+            return []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / "routing.md"
+        path.write_text(text)
+        return [path]
 
     def complete_loop(
         self, tokens: Tensor, observed: Tensor, context: CompletionContext

@@ -81,11 +81,20 @@ class Head(nn.Module):
     def forward(self, tokens: Tensor, observed: Tensor, context: HeadContext) -> HeadOutput:
         raise NotImplementedError
 
-    def report(self, interpret: dict[str, Tensor], out_dir: Path) -> dict[str, Any]:
-        """Summarise ``interpret`` (the per-sample ``info["interpret"]`` tensors of an
-        evaluation set, concatenated over batches) into files under ``out_dir``; return a
-        JSON-able summary. The default writes nothing."""
-        return {}
+    # ------------------------------------------------------------------ reporting hooks
+    def summarize(
+        self, interpret: dict[str, Tensor], y: Tensor | None, observed: Tensor
+    ) -> dict[str, Any] | None:
+        """A JSON-able summary of the head's per-sample ``info["interpret"]`` tensors over an
+        evaluation set (concatenated over batches, rows in data order): e.g. I2MoE's global
+        interaction weights, overall, per class (``y``: true class indices when known) and
+        per observed combination (``observed`` (N, M)). ``None``: nothing to say."""
+        return None
+
+    def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
+        """Write files (tables, plots) from :meth:`summarize`'s output under ``out_dir``;
+        return their paths. The default writes nothing."""
+        return []
 
     @staticmethod
     def no_loss(ref: Tensor) -> Tensor:

@@ -2,10 +2,13 @@
 
 One :class:`TrainConfig` describes a whole run::
 
-    method: moe-retriever        # completion method (a registered name)
+    method: moe-retriever        # a method = a preset of parts (moe_retriever.presets)
     seeds: [0, 1, 2]             # one model per seed; metrics aggregate to mean ± std
-    model: {...}                 # moe_retriever.model.ModelConfig (tokens, width, encoder, ...)
-    completion: {...}            # keyword options of the completion method (k, n_experts, ...)
+    model: {...}                 # moe_retriever.architecture.ModelConfig (tokens, width,
+                                 # encoder(s) by name or import path, ...)
+    completion: {...}            # options of the completion part (k, n_candidates, ...);
+                                 # with ``name: <completion>`` another completion than the preset's
+    head: {...}                  # options of the head part; ``name: <head>`` picks another head
     optim: {optimizer, lr, weight_decay}
     train: {epochs, warmup_epochs, batch_size, patience, monitor, class_weights, ...}
     data:  {val_fraction, test_fraction, split_seed, split_file, log1p, standardize, strict}
@@ -30,9 +33,10 @@ from typing import Any, Literal
 
 import yaml
 
-from moe_retriever.model import ModelConfig
+from moe_retriever.architecture import ModelConfig
 from moe_retriever.options import build_dataclass as _build_dataclass
 from moe_retriever.options import coerce as _coerce
+from moe_retriever.presets import Parts, resolve_parts
 
 #: metrics the best epoch can be chosen on; ``val_loss`` is minimised, the others maximised
 MONITORS: tuple[str, ...] = (
@@ -144,6 +148,7 @@ class TrainConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     model: ModelConfig = field(default_factory=ModelConfig)
     completion: dict[str, Any] = field(default_factory=dict)
+    head: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -225,6 +230,11 @@ class TrainConfig:
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
 
+    def parts(self) -> Parts:
+        """The method's parts (completion, head) with their options checked: an unknown
+        method, part or option raises a one-line ``ValueError`` naming the valid ones."""
+        return resolve_parts(self.method, self.completion, self.head)
+
     def effective_warmup(self) -> int:
         """Warm-up epochs actually used: at most ``epochs - 1`` (METHOD.md defect 8)."""
         return max(0, min(self.train.warmup_epochs, self.train.epochs - 1))
@@ -299,7 +309,7 @@ def resolve_key(name: str, cfg: TrainConfig | None = None) -> str:
     """
     dotted = name.replace("__", ".")
     keys = leaf_keys(cfg)
-    if dotted in keys or dotted.split(".")[0] == "completion":
+    if dotted in keys or dotted.split(".")[0] in ("completion", "head"):
         return dotted
     matches = [k for k in keys if k.split(".")[-1] == dotted]
     if len(matches) == 1:

@@ -33,6 +33,7 @@ script per process, so it works from scripts and the command line, not from note
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import logging
@@ -48,6 +49,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
 
 from moe_retriever.data.core import DataValidationError, MultimodalData
 from moe_retriever.data.preprocessing import Preprocessor
@@ -64,7 +66,8 @@ from moe_retriever.training.config import TrainConfig, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
 from moe_retriever.training.module import ClassifierModule, balanced_class_weights, derived_seed
 
-FORMAT_VERSION = 1
+#: 2: the model is built from parts (fusion and classifier live under ``head.``)
+FORMAT_VERSION = 2
 
 _NOISY_LOGGERS = (
     "lightning.pytorch.utilities.rank_zero",
@@ -166,34 +169,75 @@ def _use_cuda(cfg: TrainConfig) -> bool:
 class MoERetrieverClassifier:
     """Multimodal classifier with per-sample missing modalities (see the module docstring).
 
+    A scikit-learn estimator: the constructor only stores its arguments, ``get_params`` /
+    ``set_params`` read and change them, and ``sklearn.base.clone`` gives an unfitted copy
+    that fits to identical predictions.
+
     Parameters
     ----------
     method:
-        completion method: "moe-retriever" (default), "zero", "official-average", "mean",
-        "bank", "knn" (any registered name).
+        a method (preset of parts): a completion method name ("moe-retriever" (default),
+        "zero", "official-average", "mean", "bank", "knn", "none", ...) or another registered
+        preset; ``moe-retriever list`` shows them.
     config:
         a :class:`TrainConfig`, a dict of its sections, or a YAML path; ``None`` = defaults.
     seed:
         seeds weight init, batch order, dropout and supporting-group draws.
+    completion, head:
+        another part than the method's: a name / import path, or a dict
+        ``{"name": ..., <option>: ...}`` (without "name": options of the method's part).
+    encoders:
+        per-modality encoders: a name or import path (``"mypkg.enc:MyEncoder"``), a dict
+        ``{"name": ..., <option>: ...}``, an encoder class (saved by its import path), or a
+        built ``nn.Module`` (copied at ``fit``; pass it again to :meth:`load`).
     **overrides:
         config keys to override (see the module docstring).
     """
+
+    _estimator_type = "classifier"
+    _PARAMS = ("method", "config", "seed", "completion", "head", "encoders")
 
     def __init__(
         self,
         method: str = "moe-retriever",
         config: TrainConfig | dict[str, Any] | str | Path | None = None,
         seed: int = 0,
+        *,
+        completion: str | dict[str, Any] | None = None,
+        head: str | dict[str, Any] | None = None,
+        encoders: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> None:
         self.method = method
         self.config = config
         self.seed = seed
+        self.completion = completion
+        self.head = head
+        self.encoders = encoders
         self.overrides = overrides
+
+    # ------------------------------------------------------------------ scikit-learn
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor arguments (``deep`` is accepted for scikit-learn; nothing nests)."""
+        out = {k: getattr(self, k) for k in self._PARAMS}
+        out.update(self.overrides)
+        return out
+
+    def set_params(self, **params: Any) -> MoERetrieverClassifier:
+        """Change constructor arguments; config keys (``epochs=5``, ``optim__lr=1e-3``)
+        become overrides (checked like the constructor's)."""
+        for key, value in params.items():
+            if key in self._PARAMS:
+                setattr(self, key, value)
+            else:
+                resolve_key(key)  # unknown keys fail here, naming the valid ones
+                self.overrides[key] = value
+        return self
 
     # ------------------------------------------------------------------ configuration
     def resolved_config(self) -> TrainConfig:
-        """The config this estimator trains with: ``config`` + ``method`` + ``overrides``."""
+        """The config this estimator trains with: ``config`` + ``method`` + parts +
+        ``overrides``; parts and their options are checked (one-line ``ValueError``)."""
         if self.config is None:
             cfg = TrainConfig()
         elif isinstance(self.config, TrainConfig):
@@ -203,15 +247,44 @@ class MoERetrieverClassifier:
         else:
             cfg = TrainConfig.from_yaml(self.config)
         cfg.method = self.method
+        for section, given in (("completion", self.completion), ("head", self.head)):
+            if given is not None:
+                setattr(cfg, section, {"name": given} if isinstance(given, str) else dict(given))
+        for modality, spec in (self.encoders or {}).items():
+            if isinstance(spec, type):
+                spec = f"{spec.__module__}:{spec.__qualname__}"
+            if isinstance(spec, str | dict):
+                cfg.model.encoders[str(modality)] = spec
+            elif not isinstance(spec, torch.nn.Module):
+                raise ValueError(
+                    f"encoders[{modality!r}]: expected a name, a dict, an encoder class or an "
+                    f"nn.Module, got {type(spec).__name__}"
+                )
         for name, value in self.overrides.items():
             cfg.set(resolve_key(name, cfg), value)
         cfg.seeds = [int(self.seed)]
         cfg.validate()
+        cfg.parts()
         return cfg
 
+    def _encoder_modules(self) -> dict[str, torch.nn.Module]:
+        """Built encoder modules given in ``encoders`` (copies: ``fit`` never trains the
+        caller's object, so a clone or a refit starts from the same weights)."""
+        return {
+            str(m): copy.deepcopy(v)
+            for m, v in (self.encoders or {}).items()
+            if isinstance(v, torch.nn.Module)
+        }
+
     def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
-        return f"MoERetrieverClassifier(method={self.method!r}, seed={self.seed}{extra})"
+        parts = [f"method={self.method!r}", f"seed={self.seed}"]
+        parts += [
+            f"{k}={getattr(self, k)!r}"
+            for k in ("completion", "head", "encoders")
+            if getattr(self, k) is not None
+        ]
+        parts += [f"{k}={v!r}" for k, v in self.overrides.items()]
+        return f"MoERetrieverClassifier({', '.join(parts)})"
 
     # ------------------------------------------------------------------ fitting
     def fit(
@@ -277,7 +350,9 @@ class MoERetrieverClassifier:
 
         with quiet_lightning():
             L.seed_everything(self.seed, workers=True, verbose=False)
-            model = self._build_model(cfg, train.dims, train.n_classes, self.seed)
+            model = self._build_model(
+                cfg, train.dims, train.n_classes, self.seed, self._encoder_modules()
+            )
             model.set_training_pool(train_t.x, train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
@@ -366,7 +441,9 @@ class MoERetrieverClassifier:
             member_cfg = cfg.copy()
             member_cfg.train.ensemble = 1
             seed = int(self.seed) if i == 0 else derived_seed(int(self.seed), i)
-            member = MoERetrieverClassifier(method=self.method, config=member_cfg, seed=seed)
+            member = MoERetrieverClassifier(
+                method=self.method, config=member_cfg, seed=seed, encoders=self.encoders
+            )
             where = None
             if run_dir is not None:
                 where = Path(run_dir) if i == 0 else Path(run_dir) / "members" / str(i)
@@ -380,20 +457,25 @@ class MoERetrieverClassifier:
         return self
 
     @staticmethod
-    def _build_model(cfg: TrainConfig, dims: dict[str, int], n_classes: int, seed: int) -> Any:
-        try:
-            return MultimodalClassifier(
-                dims,
-                n_classes,
-                cfg.model,
-                completion=cfg.method,
-                completion_cfg=dict(cfg.completion),
-                seed=seed,  # the run's seed reaches the supporting-group draws
-            )
-        except TypeError as exc:  # unexpected completion option
-            raise ValueError(
-                f"completion options {cfg.completion} for {cfg.method!r}: {exc}"
-            ) from None
+    def _build_model(
+        cfg: TrainConfig,
+        dims: dict[str, int],
+        n_classes: int,
+        seed: int,
+        encoders: dict[str, torch.nn.Module] | None = None,
+    ) -> MultimodalClassifier:
+        parts = cfg.parts()
+        return MultimodalClassifier(
+            dims,
+            n_classes,
+            cfg.model,
+            completion=parts.completion,
+            completion_cfg=parts.completion_options,
+            encoders=encoders or None,
+            seed=seed,  # the run's seed reaches the supporting-group draws
+            head=parts.head,
+            head_cfg=parts.head_options,
+        )
 
     @staticmethod
     def _trainer(
@@ -539,6 +621,51 @@ class MoERetrieverClassifier:
             getattr(completion, "n_shared", None),
         )
 
+    def interpretation(self, data: MultimodalData) -> dict[str, Any]:
+        """What the fitted parts say about ``data``, method-specific but asked for without
+        knowing the method: ``{"completion": <Completion.summarize>, "head":
+        <Head.summarize>}`` (None where a part has nothing to say). For moe-retriever the
+        completion's summary is its router usage; heads with interpretable outputs (I2MoE's
+        interaction weights...) summarise them overall, per class (true labels of ``data``
+        when it has them) and per observed combination. Member 0 of an ensemble."""
+        self._check_fitted()
+        infos = self._run(data, lambda m, b: self._forward(m, b).info)
+        model = self.model_
+        comp = model.completion.summarize([i.get("completion", {}) for i in infos])
+        interp: dict[str, list[Tensor]] = {}
+        for info in infos:
+            for key, value in (info.get("head", {}).get("interpret") or {}).items():
+                interp.setdefault(key, []).append(torch.as_tensor(value).detach().cpu())
+        head = None
+        if interp:
+            cat = {k: torch.cat(v) for k, v in interp.items()}
+            head = model.head.summarize(cat, self._label_index(data), self._tensors(data).observed)
+        return {"completion": comp, "head": head}
+
+    def write_report(self, data: MultimodalData, out_dir: str | Path) -> list[Path]:
+        """:meth:`interpretation` of ``data`` written by the parts' ``report`` hooks under
+        ``out_dir`` (tables, plots); returns the files written."""
+        summary = self.interpretation(data)
+        out = Path(out_dir)
+        files: list[Path] = []
+        if summary["completion"] is not None:
+            files += self.model_.completion.report(summary["completion"], out)
+        if summary["head"] is not None:
+            files += self.model_.head.report(summary["head"], out)
+        return files
+
+    def _label_index(self, data: MultimodalData) -> Tensor | None:
+        """``data``'s labels as indices into ``classes_`` (None if it has none, or holds a
+        label the model does not know)."""
+        if data.y is None:
+            return None
+        lookup = {str(c): i for i, c in enumerate(self.classes_)}
+        names = [str(n) for n in data.class_names]
+        try:
+            return torch.tensor([lookup[names[int(v)]] for v in np.asarray(data.y)])
+        except (KeyError, IndexError):
+            return None
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write a folder: config.yaml, estimator.json, preprocessor.json, model.pt (weights and
@@ -550,6 +677,8 @@ class MoERetrieverClassifier:
         meta = {
             "format_version": FORMAT_VERSION,
             "method": self.method,
+            # modalities whose encoder was a built module (pass it again to ``load``)
+            "module_encoders": sorted(self._encoder_modules()),
             "seed": self.seed,
             "classes": self.classes_,
             "modalities": self.modalities_,
@@ -569,19 +698,39 @@ class MoERetrieverClassifier:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None) -> MoERetrieverClassifier:
-        """Restore an estimator written by :meth:`save` (predictions are identical)."""
+    def load(
+        cls,
+        path: str | Path,
+        device: str | None = None,
+        encoders: dict[str, torch.nn.Module] | None = None,
+    ) -> MoERetrieverClassifier:
+        """Restore an estimator written by :meth:`save` (predictions are identical).
+        ``encoders``: the built encoder modules the model was fitted with, if any (encoders
+        given by name, import path or class are rebuilt from the saved config)."""
         path = Path(path)
         if not (path / "estimator.json").is_file():
             raise FileNotFoundError(f"{str(path)!r} holds no saved model (estimator.json missing)")
         meta = json.loads((path / "estimator.json").read_text())
+        version = int(meta.get("format_version", 1))
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{str(path)!r} was saved in format {version}; this version reads format "
+                f"{FORMAT_VERSION} (the model's layout changed): refit and save again"
+            )
+        needed = sorted(set(meta.get("module_encoders", [])) - set(encoders or {}))
+        if needed:
+            raise ValueError(
+                f"{str(path)!r} was fitted with built encoder modules for {needed}: pass them "
+                "again, load(path, encoders={...}) (their weights come from the saved model)"
+            )
         cfg = TrainConfig.from_yaml(path / "config.yaml")
-        est = cls(method=meta["method"], config=cfg, seed=int(meta["seed"]))
+        est = cls(method=meta["method"], config=cfg, seed=int(meta["seed"]), encoders=encoders)
         model = cls._build_model(
             cfg,
             {m: int(d) for m, d in meta["dims"].items()},
             len(meta["classes"]),
             int(meta["seed"]),
+            est._encoder_modules(),
         )
         n = int(meta["pool_size"])
         state = load_checkpoint(path / "model.pt")  # weights only, one line if refused
@@ -605,6 +754,7 @@ class MoERetrieverClassifier:
         )
         if cfg.train.ensemble > 1:
             est.extra_members_ = [
-                cls.load(path / "members" / str(i), device) for i in range(1, cfg.train.ensemble)
+                cls.load(path / "members" / str(i), device, encoders)
+                for i in range(1, cfg.train.ensemble)
             ]
         return est
