@@ -119,6 +119,8 @@ class _MethodSpec:
 
 
 _METHODS: dict[str, _MethodSpec] = {}
+#: deep methods registered from the presets (kept in sync with them)
+_AUTO: set[str] = set()
 
 
 def register_method(name: str, kind: str, runner: Runner) -> None:
@@ -193,9 +195,14 @@ def _anchor_runner(name: str) -> Runner:
 def _builtin_methods() -> None:
     from moe_retriever.presets import list_presets
 
-    for name in list_presets():
+    presets = list_presets()
+    for name in [n for n in _AUTO if n not in presets]:  # a preset was unregistered
+        _AUTO.discard(name)
+        _METHODS.pop(name, None)
+    for name in presets:
         if name not in _METHODS:
             register_method(name, "completion", _deep_runner(name))
+            _AUTO.add(name)
     for name, cls in ANCHORS.items():
         if name not in _METHODS:
             register_method(name, cls.kind, _anchor_runner(name))
