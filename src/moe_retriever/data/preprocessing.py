@@ -185,8 +185,10 @@ class Preprocessor:
     def transform(self, data: MultimodalData) -> MultimodalData:
         """Apply the fitted transform; observed rows come out NaN-free, unobserved stay NaN.
 
-        Sets ``report_`` to the imputed-cell count per modality of this call and also stores
-        it in the result's ``attrs["imputed"]``.
+        The imputed-cell count per modality of this call is in the result's
+        ``attrs["imputed"]``; the fitted state (``report_``: the counts of the training data
+        at ``fit``) is never changed, so a fitted preprocessor transforms the same way
+        whatever it transformed before (scikit-learn's contract).
         """
         self._check_fitted()
         self._check_compatible(data)
@@ -199,7 +201,6 @@ class Preprocessor:
             x = (x - self.center_[m]) / self.scale_[m]
             x[~data.observed[:, j]] = np.nan
             X[m] = x.astype(np.float32)
-        self.report_ = counts
         attrs = dict(data.attrs)
         attrs["imputed"] = dict(counts)
         return MultimodalData(
