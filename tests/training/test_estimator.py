@@ -158,3 +158,25 @@ def test_modalities_must_match(
     )
     with pytest.raises(DataValidationError, match="trained on"):
         fitted.predict_proba(other)
+
+
+def test_run_folder_has_lightning_csv_log_and_hyperparameters(
+    splits: tuple[MultimodalData, ...], tiny: dict, tmp_path: Path
+) -> None:
+    """Lightning's CSVLogger and save_hyperparameters: the per-epoch metrics and the resolved
+    config are in the run folder and in the checkpoint, written by Lightning itself."""
+    import pandas as pd
+    import yaml
+
+    from moe_retriever.training.estimator import load_checkpoint
+
+    est = MoERetrieverClassifier(config=tiny, seed=0).fit(splits[0], splits[1], run_dir=tmp_path)
+    log = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert {"val_macro_f1", "val_loss", "train_loss", "epoch"} <= set(log.columns)
+    assert log["val_loss"].notna().sum() == tiny["train"]["epochs"]
+    hparams = yaml.safe_load((tmp_path / "logs" / "hparams.yaml").read_text())
+    assert hparams["config"]["model"]["dim"] == 16 and hparams["seed"] == 0
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    assert ckpt["hyper_parameters"]["config"] == est.config_.to_dict()
+    with pytest.raises(ValueError, match=r"runtime.logger 'wandb'|is not one of"):
+        MoERetrieverClassifier(config=tiny, **{"runtime.logger": "wandb"}).resolved_config()

@@ -129,6 +129,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def make_logger(kind: str, root: Path) -> Any:
+    """Lightning's own logger for a run folder: ``csv`` (``<root>/logs/metrics.csv`` and
+    ``hparams.yaml``: every logged metric per epoch and the resolved config), ``tensorboard``
+    or ``mlflow`` (when installed; a file store under ``<root>/mlruns``), ``none``: False."""
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(str(root), name="logs", version="")
+    if kind == "tensorboard":
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return TensorBoardLogger(str(root), name="logs", version="")
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"runtime.logger=tensorboard needs the tensorboard package ({exc}): "
+                "pip install tensorboard"
+            ) from None
+    if kind == "mlflow":
+        try:
+            import mlflow  # noqa: F401
+        except ModuleNotFoundError:
+            raise ValueError(
+                "runtime.logger=mlflow needs the mlflow package: pip install mlflow"
+            ) from None
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name="moe-retriever", save_dir=str(root / "mlruns"))
+    raise ValueError(f"runtime.logger {kind!r} unknown; choose none, csv, tensorboard or mlflow")
+
+
 def _require_data(data: Any, what: str) -> None:
     """Refuse anything but MultimodalData with a message that says how to build one."""
     if isinstance(data, MultimodalData):
@@ -383,7 +416,7 @@ class MoERetrieverClassifier:
                 fault = KillAfterEpoch.from_env()
                 if fault is not None:
                     callbacks.append(fault)
-                trainer = self._trainer(cfg, root, callbacks, has_val)
+                trainer = self._trainer(cfg, root, callbacks, has_val, logs=run_dir is not None)
                 fit_kw: dict[str, Any] = {}
                 if ckpt_path:
                     load_checkpoint(ckpt_path)  # refuse a tampered checkpoint before Lightning
@@ -479,7 +512,11 @@ class MoERetrieverClassifier:
 
     @staticmethod
     def _trainer(
-        cfg: TrainConfig, root: Path, callbacks: list[L.Callback], has_val: bool
+        cfg: TrainConfig,
+        root: Path,
+        callbacks: list[L.Callback],
+        has_val: bool,
+        logs: bool = False,
     ) -> L.Trainer:
         rt = cfg.runtime
         deterministic: bool | Literal["warn"] = rt.deterministic
@@ -501,7 +538,7 @@ class MoERetrieverClassifier:
             deterministic=deterministic,
             enable_progress_bar=rt.progress_bar,
             enable_model_summary=False,
-            logger=False,
+            logger=make_logger(rt.logger, root) if logs else False,
             callbacks=callbacks,
             default_root_dir=str(root),
             num_sanity_val_steps=0,

@@ -93,6 +93,11 @@ class ClassifierModule(L.LightningModule):
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
+        # the resolved config, seed and classes go into every checkpoint (and the logger's
+        # hparams.yaml); the model itself is not a hyperparameter (it is the state dict)
+        self.save_hyperparameters(
+            {"config": config.to_dict(), "seed": int(seed), "class_names": class_names},
+        )
         self.model = model
         self.config = config
         self.seed = int(seed)
