@@ -224,6 +224,27 @@ class MultimodalData:
             attrs=dict(self.attrs),
         )
 
+    def replace(self, **changes: Any) -> MultimodalData:
+        """A new, validated data set with ``changes`` (any field) and everything else kept:
+        arrays are shared, not copied; the lists and dicts around them are new, so changing
+        the result's ``attrs`` or ``class_names`` leaves this one alone."""
+        fields = {
+            "modalities": list(self.modalities),
+            "X": dict(self.X),
+            "observed": self.observed,
+            "y": self.y,
+            "ids": self.ids,
+            "class_names": list(self.class_names),
+            "feature_names": {m: list(v) for m, v in self.feature_names.items()},
+            "name": self.name,
+            "attrs": dict(self.attrs),
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"MultimodalData has no field(s) {unknown}; fields: {list(fields)}")
+        fields.update(changes)
+        return MultimodalData(**fields)
+
     def filled(self, value: float = 0.0) -> dict[str, np.ndarray]:
         """Arrays with every NaN replaced by ``value`` (for tensors; use after preprocessing)."""
         return {m: np.nan_to_num(self.X[m], nan=value) for m in self.modalities}

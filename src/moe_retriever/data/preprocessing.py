@@ -203,17 +203,7 @@ class Preprocessor:
             X[m] = x.astype(np.float32)
         attrs = dict(data.attrs)
         attrs["imputed"] = dict(counts)
-        return MultimodalData(
-            modalities=list(data.modalities),
-            X=X,
-            observed=data.observed.copy(),
-            y=None if data.y is None else data.y.copy(),
-            ids=data.ids.copy(),
-            class_names=list(data.class_names),
-            feature_names={m: list(v) for m, v in data.feature_names.items()},
-            name=data.name,
-            attrs=attrs,
-        )
+        return data.replace(X=X, attrs=attrs)
 
     # ------------------------------------------------------------------ state
     def to_dict(self) -> dict[str, Any]:

@@ -167,14 +167,4 @@ def align_labels(
             f"{preview(data.ids[bad])} are not classes of the model {names}"
         )
     codes = np.array([pos[t] for t in texts], dtype=np.int64)
-    return MultimodalData(
-        modalities=list(data.modalities),
-        X=dict(data.X),
-        observed=data.observed,
-        y=codes,
-        ids=data.ids,
-        class_names=names,
-        feature_names={m: list(v) for m, v in data.feature_names.items()},
-        name=data.name,
-        attrs=dict(data.attrs),
-    )
+    return data.replace(y=codes, class_names=names)

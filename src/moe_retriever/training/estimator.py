@@ -563,16 +563,11 @@ class MoERetrieverClassifier:
                     f"trained on {self.modalities_}"
                 )
             order = [data.modalities.index(m) for m in self.modalities_]
-            data = MultimodalData(
+            data = data.replace(
                 modalities=list(self.modalities_),
                 X={m: data.X[m] for m in self.modalities_},
                 observed=data.observed[:, order],
-                y=data.y,
-                ids=data.ids,
-                class_names=list(data.class_names),
                 feature_names={m: data.feature_names[m] for m in self.modalities_},
-                name=data.name,
-                attrs=dict(data.attrs),
             )
         check_predictable(data)
         return TensorSet.from_data(self.preprocessor_.transform(data))
