@@ -98,4 +98,3 @@ def test_user_split_file_validation(tmp_path) -> None:
     p.write_text(json.dumps({"train": ids[:6], "val": [], "test": ids[6:]}))
     train, val, test = apply_split(d, p)
     assert (train.n_samples, val.n_samples, test.n_samples) == (6, 0, 4)
-
