@@ -180,3 +180,25 @@ def test_run_folder_has_lightning_csv_log_and_hyperparameters(
     assert ckpt["hyper_parameters"]["config"] == est.config_.to_dict()
     with pytest.raises(ValueError, match=r"runtime.logger 'wandb'|is not one of"):
         MoERetrieverClassifier(config=tiny, **{"runtime.logger": "wandb"}).resolved_config()
+
+
+def test_lightning_load_from_checkpoint_rebuilds_the_model(
+    splits: tuple[MultimodalData, ...], tiny: dict, tmp_path: Path
+) -> None:
+    """``ClassifierModule.load_from_checkpoint`` on a run's checkpoint: the model is rebuilt
+    from the saved hyperparameters and predicts what the fitted estimator predicts."""
+    import torch
+
+    from moe_retriever.training.module import ClassifierModule
+
+    est = MoERetrieverClassifier(config=tiny, seed=0).fit(splits[0], splits[1], run_dir=tmp_path)
+    module = ClassifierModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "best.ckpt", weights_only=True
+    )
+    net = module.eval_model().eval()
+    tensors = est._tensors(splits[2])
+    with torch.no_grad():
+        logits = net(tensors.x, tensors.observed, sample_keys=tensors.keys, retrieve=True).logits
+    np.testing.assert_allclose(
+        torch.softmax(logits, 1).numpy(), est.predict_proba(splits[2]), atol=1e-6
+    )

@@ -64,7 +64,12 @@ from moe_retriever.training.callbacks import (
 )
 from moe_retriever.training.config import TrainConfig, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
-from moe_retriever.training.module import ClassifierModule, balanced_class_weights, derived_seed
+from moe_retriever.training.module import (
+    ClassifierModule,
+    balanced_class_weights,
+    build_model,
+    derived_seed,
+)
 
 #: 2: the model is built from parts (fusion and classifier live under ``head.``)
 FORMAT_VERSION = 2
@@ -497,18 +502,7 @@ class MoERetrieverClassifier:
         seed: int,
         encoders: dict[str, torch.nn.Module] | None = None,
     ) -> MultimodalClassifier:
-        parts = cfg.parts()
-        return MultimodalClassifier(
-            dims,
-            n_classes,
-            cfg.model,
-            completion=parts.completion,
-            completion_cfg=parts.completion_options,
-            encoders=encoders or None,
-            seed=seed,  # the run's seed reaches the supporting-group draws
-            head=parts.head,
-            head_cfg=parts.head_options,
-        )
+        return build_model(cfg, dims, n_classes, seed, encoders)
 
     @staticmethod
     def _trainer(
