@@ -84,9 +84,7 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> Tensor:
     present = np.unique(y)
     w = np.zeros(n_classes, dtype=np.float64)
     # scikit-learn divides by the number of classes present; rescale to all n_classes
-    w[present] = compute_class_weight("balanced", classes=present, y=y) * (
-        len(present) / n_classes
-    )
+    w[present] = compute_class_weight("balanced", classes=present, y=y) * (len(present) / n_classes)
     return torch.tensor(w, dtype=torch.float32)
 
 
