@@ -628,7 +628,7 @@ def _write(
     rates: list[float],
     title: str | None,
 ) -> dict[str, Path]:
-    from moe_retriever.benchmark.router import routing_markdown
+    from moe_retriever.completion.routing import routing_markdown
 
     out = Path(out)
     unit = "seed x fold" if meta.get("cv") else "seed"

@@ -635,7 +635,7 @@ class MoERetrieverClassifier:
         ``{"usage": {target: {combination: {"tokens", "experts", "mean_weight"}}},
         "fallback": {reason: count}}``; ``usage`` is empty for methods that do not route.
         """
-        from moe_retriever.training.routing import merge_routing_info
+        from moe_retriever.completion.routing import merge_routing_info
 
         self._check_fitted()
         infos = self._run(data, lambda m, b: self._forward(m, b).info)
