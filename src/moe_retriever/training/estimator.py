@@ -278,7 +278,7 @@ class MoERetrieverClassifier:
         with quiet_lightning():
             L.seed_everything(self.seed, workers=True, verbose=False)
             model = self._build_model(cfg, train.dims, train.n_classes, self.seed)
-            model.set_training_pool(train_t.x, train_t.observed)
+            model.set_training_pool(train_t.pool_x(), train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
                 if cfg.train.class_weights == "balanced"
