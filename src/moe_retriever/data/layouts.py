@@ -69,6 +69,7 @@ __all__ = [
     "read_adni_layout",
     "read_layout",
     "read_mimic_layout",
+    "resolve_encoder_paths",
 ]
 
 #: the ADNI modalities in the paper's order (the modality set "IGCB")
@@ -486,3 +487,23 @@ def layout_split(data: MultimodalData) -> Split | None:
         seed=None,
         notes=list(split.notes),
     )
+
+
+def resolve_encoder_paths(encoders: dict[str, Any], data: MultimodalData) -> dict[str, Any]:
+    """``model.encoders`` with each relative ``mask`` path that is not a file here but is one
+    under the data folder of a layout (``attrs["root"]``) made absolute.
+
+    A preset (``configs/paper_adni.yaml``) can then name the template as the layout places it
+    (``image/BLSA_...nii.gz``) and run on any ADNI folder; paths that exist as given are kept.
+    """
+    root = data.attrs.get("root")
+    out: dict[str, Any] = {}
+    for modality, spec in encoders.items():
+        if root and isinstance(spec, dict) and isinstance(spec.get("mask"), str):
+            mask = Path(spec["mask"])
+            if spec["mask"] and not mask.is_absolute() and not mask.exists():
+                candidate = Path(root) / mask
+                if candidate.exists():
+                    spec = {**spec, "mask": str(candidate.resolve())}
+        out[modality] = spec
+    return out
