@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from moe_retriever.data.mapped import CHUNK_ROWS, MappedRows, is_mapped
+from moe_retriever.data.mapped import MappedRows, is_mapped
 
 
 def stable_keys(ids: Iterable[Any]) -> np.ndarray:
@@ -193,7 +193,7 @@ class MultimodalData:
             )
         if x.center is not None:  # a transformed view of checked data: nothing new to read
             return
-        for pos, block in x.raw().chunks(CHUNK_ROWS):
+        for pos, block in x.raw().chunks():
             inf_rows, inf_cols = np.nonzero(np.isinf(block))
             if inf_rows.size:
                 cols = sorted({names[c] for c in inf_cols})

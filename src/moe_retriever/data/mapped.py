@@ -253,8 +253,10 @@ class MappedRows:
             np.nan_to_num(out, copy=False, nan=self.nan_value)
         return out
 
-    def chunks(self, size: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(positions, values)`` over all samples, ``size`` rows at a time."""
+    def chunks(self, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(positions, values)`` over all samples, ``size`` rows (:data:`CHUNK_ROWS`) at a
+        time."""
+        size = CHUNK_ROWS if size is None else size
         n = self.shape[0]
         for start in range(0, n, max(1, int(size))):
             pos = np.arange(start, min(n, start + size))
