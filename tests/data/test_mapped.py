@@ -123,7 +123,7 @@ def test_preprocessing_on_disk_equals_in_memory(
     """Chunked statistics and the lazy transform match the in-memory path to float32
     precision, with chunks smaller than the data (so merging chunks is exercised)."""
     data, dense = _data(tmp_path)
-    monkeypatch.setattr(mapped, "CHUNK_ROWS", 4)
+    monkeypatch.setattr(mapped, "CHUNK_BYTES", 4 * 7 * 4)  # 4 rows of 7 float32
     in_memory = MultimodalData(
         modalities=data.modalities,
         X={"image": dense, "tab": data.X["tab"]},
@@ -154,3 +154,42 @@ def test_batches_read_only_their_rows(tmp_path: Path, no_full_read: None) -> Non
     assert (x[~tensors.observed[:, 0]] == 0).all()  # missing rows read as zeros
     pool = tensors.pool_x()["image"]  # the model's training pool reads it explicitly
     torch.testing.assert_close(pool, x)
+
+
+def test_validation_reads_the_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subsets and hidden entries of validated rows are not read again (splitting and masking
+    a 10,000-scan modality must not re-read gigabytes each time)."""
+    data, _ = _data(tmp_path)
+    reads: list[int] = []
+    original = MappedRows._read_file_rows
+
+    def counting(self: MappedRows, file_rows: np.ndarray) -> np.ndarray:
+        reads.append(len(file_rows))
+        return original(self, file_rows)
+
+    monkeypatch.setattr(MappedRows, "_read_file_rows", counting)
+    split = make_split(data, 0.2, 0.2, seed=0)
+    parts = [data.select_ids(getattr(split, p)) for p in ("train", "val", "test")]
+    hidden = parts[0].observed.copy()
+    hidden[0] = [False, True]
+    parts[0].with_observed(hidden)
+    assert reads == []
+    fresh = MultimodalData(
+        modalities=data.modalities,
+        X={"image": data.X["image"].raw().take(np.arange(3)), "tab": data.X["tab"][:3]},
+        observed=data.observed[:3],
+        y=data.y[:3],
+        ids=data.ids[:3],
+        class_names=data.class_names,
+    )
+    assert fresh.X["image"].checked and reads == []  # derived from checked rows
+    unchecked = MappedRows(data.X["image"].source, data.X["image"].rows[:3].copy())
+    MultimodalData(
+        modalities=data.modalities,
+        X={"image": unchecked, "tab": data.X["tab"][:3]},
+        observed=data.observed[:3],
+        y=data.y[:3],
+        ids=data.ids[:3],
+        class_names=data.class_names,
+    )
+    assert len(reads) == 1 and unchecked.checked

@@ -177,7 +177,7 @@ class MultimodalData:
 
         A missing row must be unobserved and an unobserved sample must have no row (hiding
         sets its row to -1), so the NaN-row invariant holds by construction; the values are
-        read once to refuse infinite cells.
+        read once to refuse infinite cells (views derived from checked rows are not re-read).
         """
         leak = ~self.observed[:, j] & (x.rows >= 0)
         if leak.any():
@@ -191,7 +191,7 @@ class MultimodalData:
                 f"modality {m!r}: samples {_preview(self.ids[gap])} are marked observed but "
                 "have no row in the mapped file"
             )
-        if x.center is not None:  # a transformed view of checked data: nothing new to read
+        if x.checked or x.center is not None:  # rows already read and found finite
             return
         for pos, block in x.raw().chunks():
             inf_rows, inf_cols = np.nonzero(np.isinf(block))
@@ -201,6 +201,7 @@ class MultimodalData:
                     f"modality {m!r}: infinite values in samples "
                     f"{_preview(self.ids[pos[np.unique(inf_rows)]])}, columns {_preview(cols)}"
                 )
+        x.checked = True
 
     # ------------------------------------------------------------------ derived views
     def empty_samples(self) -> np.ndarray:

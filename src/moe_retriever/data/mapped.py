@@ -26,10 +26,11 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-__all__ = ["CHUNK_ROWS", "MappedRows", "is_mapped"]
+__all__ = ["CHUNK_BYTES", "MappedRows", "is_mapped"]
 
-#: rows per chunk of a full pass (validation, statistics); 256 rows of 200k float32 = 200 MB
-CHUNK_ROWS = 256
+#: bytes of file rows per chunk of a full pass (validation, statistics): 32 MiB = 41 rows of
+#: 200,000 float32 voxels; the pass holds a few arrays of that size at a time
+CHUNK_BYTES = 32 << 20
 
 
 def is_mapped(x: Any) -> TypeGuard[MappedRows]:
@@ -89,6 +90,10 @@ class MappedRows:
         self.scale = scale
         self.fill = fill
         self.nan_value = nan_value
+        #: set once validation has read every row and found no infinite value; views derived
+        #: from a checked one (subsets, hidden entries, transforms) inherit it, so splitting
+        #: and masking do not read the file again
+        self.checked = False
         self._fd: int | None = None
         self._pid: int | None = None
 
@@ -162,7 +167,9 @@ class MappedRows:
             "nan_value": self.nan_value,
         }
         kw.update(changes)
-        return MappedRows(self.source, rows, **kw)
+        out = MappedRows(self.source, rows, **kw)
+        out.checked = self.checked
+        return out
 
     def take(self, index: np.ndarray) -> MappedRows:
         """The samples at ``index`` (positions or a boolean mask), nothing read."""
@@ -197,7 +204,9 @@ class MappedRows:
 
     def raw(self) -> MappedRows:
         """The same samples without transform or fill value (the file's own values)."""
-        return MappedRows(self.source, self.rows.copy())
+        out = MappedRows(self.source, self.rows.copy())
+        out.checked = self.checked
+        return out
 
     # ------------------------------------------------------------------ reading
     def _file(self) -> int:
@@ -254,9 +263,10 @@ class MappedRows:
         return out
 
     def chunks(self, size: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(positions, values)`` over all samples, ``size`` rows (:data:`CHUNK_ROWS`) at a
-        time."""
-        size = CHUNK_ROWS if size is None else size
+        """``(positions, values)`` over all samples, ``size`` rows at a time (default: as many
+        as fit in :data:`CHUNK_BYTES`)."""
+        if size is None:
+            size = CHUNK_BYTES // max(1, self.shape[1] * self.source.dtype.itemsize)
         n = self.shape[0]
         for start in range(0, n, max(1, int(size))):
             pos = np.arange(start, min(n, start + size))
