@@ -4,7 +4,7 @@ Writes an ADNI-layout folder under /tmp with ``image/ADNI_G.npy`` of ``--scans``
 ``--voxels`` float32 columns (written in chunks, never held whole), ``ADNI_subj.txt`` (some
 subjects scanned more than once), ``label.csv``, ``PTID_splits.json`` and a small clinical
 table, then measures the peak resident memory (``ru_maxrss``) of fresh child processes, each
-doing one stage:
+doing one stage (peak = ``VmHWM`` of ``/proc/self/status``):
 
 * ``import``: import the package, numpy, pandas and torch (the floor every stage pays);
 * ``read``: ``read_adni_layout(root, ["image", "clinical"])`` (which reads every image row
@@ -51,15 +51,15 @@ def write_folder(root: Path, scans: int, voxels: int, seed: int = 0) -> dict[str
     owner = np.concatenate([np.arange(n_subj), rng.integers(0, n_subj, scans - n_subj)])
     rng.shuffle(owner)
     t0 = time.perf_counter()
-    arr = np.lib.format.open_memmap(
-        root / "image" / "ADNI_G.npy", mode="w+", dtype=np.float32, shape=(scans, voxels)
-    )
+    # written with plain file writes: a writable memory map would leave the whole file resident
+    # in this process, and a child started from it inherits its peak (ru_maxrss survives exec)
     chunk = max(1, (64 << 20) // (4 * voxels))  # 64 MB per write
-    for start in range(0, scans, chunk):
-        stop = min(scans, start + chunk)
-        arr[start:stop] = rng.standard_normal((stop - start, voxels), dtype=np.float32)
-        arr.flush()
-    del arr
+    with open(root / "image" / "ADNI_G.npy", "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (scans, voxels)}
+        np.lib.format.write_array_header_1_0(f, header)
+        for start in range(0, scans, chunk):
+            stop = min(scans, start + chunk)
+            f.write(rng.standard_normal((stop - start, voxels), dtype=np.float32).tobytes())
     write_s = time.perf_counter() - t0
     lines = [
         f"{ptids[o]}_MR_MPRAGE_{k:05d}_{2005 + (k % 15)}-{1 + k % 12:02d}-{1 + k % 28:02d}"
@@ -83,6 +83,15 @@ def write_folder(root: Path, scans: int, voxels: int, seed: int = 0) -> dict[str
         f.writelines(f"{p},{','.join(map(str, row))}\n" for p, row in zip(ptids, clinical))
     size = (root / "image" / "ADNI_G.npy").stat().st_size
     return {"n_subjects": n_subj, "file_bytes": size, "write_seconds": round(write_s, 1)}
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: ``VmHWM`` (reset by exec, unlike
+    ``ru_maxrss``, which a child inherits from the process it was forked from)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(stage: str, root: str) -> None:
@@ -115,7 +124,7 @@ def child(stage: str, root: str) -> None:
         out["checksum_finite"] = bool(np.isfinite(total))
         del torch
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss_bytes"] = peak_rss()
     print(json.dumps(out))
 
 
