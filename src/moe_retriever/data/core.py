@@ -251,15 +251,10 @@ class MultimodalData:
             )
         if (observed & ~self.observed).any():
             raise DataValidationError("with_observed can only hide entries, not reveal them")
-        X = {}
+        X: dict[str, Any] = {}
         for j, m in enumerate(self.modalities):
-            x = self.X[m]
-            if is_mapped(x):
-                X[m] = x.hide(~observed[:, j])
-                continue
-            x = x.copy()
-            x[~observed[:, j]] = np.nan
-            X[m] = x
+            x: Any = self.X[m]
+            X[m] = x.hide(~observed[:, j]) if is_mapped(x) else _hidden(x, ~observed[:, j])
         return MultimodalData(
             modalities=list(self.modalities),
             X=X,
@@ -272,18 +267,17 @@ class MultimodalData:
             attrs=dict(self.attrs),
         )
 
-    def filled(self, value: float = 0.0) -> dict[str, np.ndarray]:
+    def filled(self, value: float = 0.0) -> dict[str, Any]:
         """Arrays with every NaN replaced by ``value`` (for tensors; use after preprocessing).
 
         A modality on disk stays there: it comes back as a :class:`MappedRows` reading NaN as
         ``value``.
         """
-        return {
-            m: self.X[m].filled(value)
-            if is_mapped(self.X[m])
-            else np.nan_to_num(self.X[m], nan=value)
-            for m in self.modalities
-        }
+        out: dict[str, Any] = {}
+        for m in self.modalities:
+            x: Any = self.X[m]
+            out[m] = x.filled(value) if is_mapped(x) else np.nan_to_num(x, nan=value)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Summary used by ``moe-retriever data describe``."""
@@ -306,6 +300,13 @@ class MultimodalData:
         return out
 
 
-def _take(x: np.ndarray | MappedRows, idx: np.ndarray) -> np.ndarray | MappedRows:
+def _take(x: np.ndarray | MappedRows, idx: np.ndarray) -> Any:
     """Rows ``idx`` of a modality: a copy of an array, a new index into a mapped file."""
     return x.take(idx) if is_mapped(x) else x[idx].copy()
+
+
+def _hidden(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` with ``rows`` (bool) set to NaN."""
+    out = x.copy()
+    out[rows] = np.nan
+    return out

@@ -134,8 +134,7 @@ def _read_splits(path: Path) -> Split:
         if key in raw and not isinstance(raw[key], list):
             raise DataValidationError(f"{str(path)!r}: {key!r} must be a list of ids")
     parts = {ours: [str(i) for i in raw.get(theirs, [])] for ours, theirs in _SPLIT_KEYS.items()}
-    split = Split(**parts, notes=[f"from {path.name}"])
-    return split
+    return Split(parts["train"], parts["val"], parts["test"], notes=[f"from {path.name}"])
 
 
 def _split_ids(split: Split) -> list[str]:

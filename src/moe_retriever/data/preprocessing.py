@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from moe_retriever.data.core import DataValidationError, MultimodalData
-from moe_retriever.data.mapped import MappedRows, is_mapped
+from moe_retriever.data.mapped import is_mapped
 from moe_retriever.data.validation import nan_cells, preview
 
 __all__ = ["LOG1P_AUTO_MAX", "Preprocessor"]
@@ -130,7 +130,7 @@ class Preprocessor:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and variance of the observed rows of a modality on disk, one
         chunk at a time (pairwise merge of chunk moments)."""
-        x: MappedRows = data.X[m]
+        x: Any = data.X[m]
         d = x.shape[1]
         count, mean, m2 = np.zeros(d), np.zeros(d), np.zeros(d)
         log = m in self.log1p_modalities_
@@ -226,10 +226,10 @@ class Preprocessor:
         counts = self._imputation_counts(data, raise_strict=True)
         X: dict[str, Any] = {}
         for j, m in enumerate(data.modalities):
-            if is_mapped(data.X[m]):  # stays on disk: the transform is applied when read
+            on_disk: Any = data.X[m]
+            if is_mapped(on_disk):  # stays on disk: the transform is applied when read
                 X[m] = (
-                    data.X[m]
-                    .raw()
+                    on_disk.raw()
                     .hide(~data.observed[:, j])
                     .with_transform(
                         m in self.log1p_modalities_, self.center_[m], self.scale_[m], self.fill_[m]

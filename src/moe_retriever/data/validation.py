@@ -142,7 +142,8 @@ def nan_cells(x: Any, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     observed = np.asarray(observed, dtype=bool)
     if not is_mapped(x):
-        return np.nonzero(np.isnan(x) & observed[:, None])
+        r, c = np.nonzero(np.isnan(x) & observed[:, None])
+        return r, c
     rows, cols = [], []
     for pos, block in x.chunks():
         r, c = np.nonzero(np.isnan(block) & observed[pos][:, None])

@@ -208,15 +208,15 @@ def write_mimic_fixture(root: str | Path, n_subjects: int = 48, seed: int = 0) -
     )
     ids = subjects[:n_subjects]
     split = _split(ids, y_all[:n_subjects], rng)
-    split = {k: [int(v) for v in vs] for k, vs in split.items()}  # the authors store integers
-    (root / "PTID_splits_mimic.json").write_text(json.dumps(split))
+    as_int = {k: [int(v) for v in vs] for k, vs in split.items()}  # the authors store integers
+    (root / "PTID_splits_mimic.json").write_text(json.dumps(as_int))
     return {
         "ids": ids,
         "subjects": subjects,
         "y": y_all[:n_subjects],
         "modalities": ["lab", "note", "code"],
         "observed": obs_all[:n_subjects],
-        "split": {k: [str(v) for v in vs] for k, vs in split.items()},
+        "split": split,
         "x": {m: v[:n_subjects] for m, v in truth_x.items()},
         "unsplit": subjects[n_subjects:],
     }

@@ -28,6 +28,7 @@ Memory: activations of the first block are ``batch x channels x volume`` floats 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,7 +74,8 @@ def load_mask(mask: str = "", mask_label: int = 150, volume: list[int] | None = 
                 f"cnn3d mask {str(path)!r} is a NIfTI file: reading it needs nibabel, "
                 "pip install 'moe-retriever[imaging]' (or give the mask as a .npy volume)"
             ) from None
-        data = np.asarray(nibabel.load(str(path)).get_fdata(dtype=np.float32))
+        image: Any = nibabel.load(str(path))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
         if data.ndim != 3:
             raise ValueError(f"cnn3d mask {str(path)!r}: expected a 3-D volume, got {data.shape}")
         return data == mask_label
@@ -155,7 +157,8 @@ class Volume3DEncoder(nn.Module):
     def to_volume(self, x: Tensor) -> Tensor:
         """(B, F) voxel vectors -> (B, 1, X, Y, Z) volumes, zeros outside the mask."""
         vol = x.new_zeros(x.shape[0], int(np.prod(self.shape)))
-        vol[:, self.voxels] = x
+        voxels: Tensor = self.voxels  # type: ignore[assignment]
+        vol[:, voxels] = x
         return vol.reshape(x.shape[0], 1, *self.shape)
 
     def forward(self, x: Tensor) -> Tensor:

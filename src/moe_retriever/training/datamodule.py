@@ -76,7 +76,7 @@ class TensorSet:
         """
         out: dict[str, Tensor] = {}
         for m, v in self.x.items():
-            if is_mapped(v):
+            if isinstance(v, MappedRows):
                 t = torch.empty(v.shape, dtype=torch.float32)
                 for pos, block in v.chunks():
                     t[pos[0] : pos[-1] + 1] = torch.from_numpy(block)
@@ -97,7 +97,7 @@ class TensorSet:
 
 def _rows(v: Tensor | MappedRows, index: Tensor) -> Tensor:
     """Rows ``index`` of a tensor, or read from disk for a mapped modality."""
-    if is_mapped(v):
+    if isinstance(v, MappedRows):
         return torch.from_numpy(v.gather(index.numpy()))
     return v[index]
 
