@@ -86,3 +86,35 @@ def test_train_with_the_paper_preset_uses_cnn3d_and_the_splits_file(
     assert metrics["per_combination"]  # metrics per observed modality combination
     n = sum(v["n"] for v in metrics["per_combination"].values())
     assert n == len(truth["split"]["testing"])
+
+
+@pytest.mark.parametrize("name", ["paper_adni", "paper_mimic"])
+def test_presets_parse_and_follow_the_reference_settings(name: str) -> None:
+    from moe_retriever.cli import _config_path
+    from moe_retriever.training.config import TrainConfig
+
+    path = _config_path(name)
+    assert path.name == f"{name}.yaml" and path.is_file()
+    cfg = TrainConfig.from_yaml(path)
+    cfg.validate()
+    assert (cfg.optim.lr, cfg.model.dim, cfg.model.n_tokens, cfg.model.n_heads) == (
+        1e-4,
+        128,
+        16,
+        4,
+    )
+    assert (cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.batch_size) == (20, 5, 16)
+    assert cfg.data.split_file is None  # the reader attaches the splits file
+    image = cfg.model.encoders.get("image")
+    assert (image is not None) == (name == "paper_adni")
+
+
+def test_same_command_twice_same_metrics(roots: dict[str, Any], tmp_path: Path) -> None:
+    root, _ = roots["adni"]
+    metrics = []
+    for k in range(2):
+        run = tmp_path / f"run{k}"
+        args = ["train", str(root), "--seeds", "0", "--out", str(run), "--no-progress"]
+        assert main([*args, "--set", *TINY]) == 0
+        metrics.append(json.loads((run / "metrics.json").read_text())["test"])
+    assert metrics[0] == metrics[1]

@@ -20,9 +20,9 @@ The mask is one of: ``mask`` = a ``.npy`` boolean volume, or a NIfTI template (`
 are all kept (then ``in_dim`` must be its size). The voxel order is C order (``ravel()``), as
 in the authors' code.
 
-Memory: activations of the first block are ``batch x channels x volume`` floats (32 x 16 x
-902,629 x 4 bytes = 1.8 GB for the full ADNI volume); lower ``train.batch_size`` or
-``channels`` on small devices.
+Memory: each activation of the first block holds ``batch x channels x volume`` floats (at the
+defaults and the full ADNI volume, 16 x 8 x 902,629 x 4 bytes = 462 MB, a few of them live at
+once in training); lower ``train.batch_size`` or ``channels`` on small devices.
 """
 
 from __future__ import annotations
