@@ -230,3 +230,19 @@ def test_resolve_encoder_paths(adni: tuple[Path, Any]) -> None:
     assert Path(out["image"]["mask"]) == (adni[0] / rel).resolve() and out["x"] == "mlp"
     kept = resolve_encoder_paths({"image": {"name": "cnn3d", "mask": "no/such.npy"}}, data)
     assert kept["image"]["mask"] == "no/such.npy"
+
+
+def test_adni_several_diagnoses_first_row_used_with_a_warning(
+    adni: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    from moe_retriever.data.core import DataWarning
+
+    root = _copy_layout(adni[0], tmp_path / "adni")
+    labels = pd.read_csv(root / "label.csv")
+    first = labels.iloc[[0]].copy()
+    later = first.assign(DIAGNOSIS=first["DIAGNOSIS"] % 3 + 1)  # another diagnosis, later row
+    pd.concat([labels, later]).to_csv(root / "label.csv", index=False)
+    with pytest.warns(DataWarning, match="several different DIAGNOSIS rows"):
+        data = read_adni_layout(root, ["genomic", "clinical"])
+    pos = list(data.ids).index(str(first["PTID"].iloc[0]))
+    assert data.y[pos] == int(first["DIAGNOSIS"].iloc[0]) - 1
