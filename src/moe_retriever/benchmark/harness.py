@@ -17,6 +17,10 @@ Two other ways to draw the runs (the ``vary`` / ``cv`` arguments, ``--vary`` / `
   stratified from the rest (``val_fraction`` of it); the mask is drawn per (rate, seed) on
   the whole data, so every method and fold of a repeat shares it. Units are (seed, fold).
 
+Data that bring their own split (the ADNI and MIMIC-IV layouts, whose splits file the reader
+attaches; :func:`~moe_retriever.data.layouts.layout_split`) keep it for every seed outside
+``cv``: only the mask (rate > 0) and the model seed vary, as in the paper's protocol.
+
 Rows carry ``split_seed`` (the seed of split and mask) and ``fold`` (0 without ``cv``) beside
 the model ``seed``. The reports pair every method with reference methods over these units
 (:mod:`.stats`; default references: the best classical anchor per rate and ``zero``).
@@ -67,6 +71,7 @@ from moe_retriever.benchmark.report import (
 )
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
 from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.layouts import layout_split
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, stratified_folds
 from moe_retriever.data.validation import drop_empty
@@ -350,6 +355,11 @@ def _units(
             )
         return out
     s_seed = split_seed if vary == "init" else seed
+    fixed = layout_split(data)
+    if fixed is not None:  # the data's own splits file (paper layouts): one split, every seed
+        masked, mask_info = _draw_mask(data, rate, s_seed)
+        info = {**_split_info(fixed, masked, mask_info), "split_source": "data"}
+        return [_Unit(base, seed, s_seed, 0, fixed, masked, {**info, "split_seed": s_seed})]
     split, masked, info = prepare_run(data, rate, s_seed, vf, tf)
     return [_Unit(base, seed, s_seed, 0, split, masked, {**info, "split_seed": s_seed})]
 

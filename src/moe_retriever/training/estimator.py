@@ -391,7 +391,7 @@ class MoERetrieverClassifier:
             model = self._build_model(
                 cfg, train.dims, train.n_classes, self.seed, self._encoder_modules()
             )
-            model.set_training_pool(train_t.x, train_t.observed)
+            model.set_training_pool(train_t.pool_x(), train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
                 if cfg.train.class_weights == "balanced"
