@@ -202,3 +202,13 @@ def test_lightning_load_from_checkpoint_rebuilds_the_model(
     np.testing.assert_allclose(
         torch.softmax(logits, 1).numpy(), est.predict_proba(splits[2]), atol=1e-6
     )
+
+
+def test_training_pool_is_kept_only_for_methods_that_draw_from_it(
+    splits: tuple[MultimodalData, ...], tiny: dict
+) -> None:
+    """zero never reads the training pool, so the model holds (and saves) no copy of it."""
+    zero = MoERetrieverClassifier("zero", config=tiny, seed=0).fit(splits[0], splits[1])
+    assert not zero.model_.has_training_pool
+    knn = MoERetrieverClassifier("knn", config=tiny, seed=0).fit(splits[0], splits[1])
+    assert knn.model_.has_training_pool

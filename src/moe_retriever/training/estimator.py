@@ -391,7 +391,8 @@ class MoERetrieverClassifier:
             model = self._build_model(
                 cfg, train.dims, train.n_classes, self.seed, self._encoder_modules()
             )
-            model.set_training_pool(train_t.pool_x(), train_t.observed)
+            if model.completion.needs_pool:  # others never read it: no copy of the data
+                model.set_training_pool(train_t.pool_x(), train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
                 if cfg.train.class_weights == "balanced"
