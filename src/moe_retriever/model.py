@@ -149,7 +149,9 @@ class MultimodalClassifier(nn.Module):
         seed, handed to the completion method's supporting-group draws (evaluation groups are
         a hash of it, so two seeds of a run see different groups and the same seed the same
         ones). An explicit ``completion_cfg["seed"]`` wins; with neither, the method's own
-        default (0) is used. Methods without draws ignore it."""
+        default (0) is used. Methods without draws ignore it. A completion given by name whose
+        options include ``n_classes`` or ``dims`` (``mfm``: label head, raw-feature decoders)
+        gets the model's values unless ``completion_cfg`` sets them."""
         super().__init__()
         config = config or ModelConfig()
         if len(dims) < 2:

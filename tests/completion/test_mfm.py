@@ -375,3 +375,44 @@ def test_summarize_and_report(tmp_path):
     assert all(v >= 0 for v in summary["recon_mse_observed"].values())
     (path,) = comp.report(summary, tmp_path)
     assert "| a |" in path.read_text()
+
+
+def test_estimator_fits_saves_and_loads_the_feature_variant(tmp_path):
+    """Through the estimator (config ``completion: {target: features}``): the model fills
+    ``dims`` and ``n_classes`` again when a saved model is rebuilt, predictions match."""
+    import numpy as np
+
+    from moe_retriever.data.core import MultimodalData
+    from moe_retriever.training.config import TrainConfig
+    from moe_retriever.training.estimator import MoERetrieverClassifier
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.arange(n) % 2
+    X = {m: (rng.normal(size=(n, f)) + y[:, None]).astype(np.float32) for m, f in DIMS.items()}
+    observed = rng.random((n, 3)) > 0.3
+    observed[np.arange(n), rng.integers(0, 3, n)] = True
+    for j, m in enumerate(DIMS):
+        X[m][~observed[:, j]] = np.nan
+    data = MultimodalData(
+        modalities=list(DIMS),
+        X=X,
+        observed=observed,
+        y=y,
+        ids=np.array([f"s{i}" for i in range(n)], dtype=object),
+        class_names=["n", "p"],
+        name="t",
+    )
+    cfg = TrainConfig()
+    cfg.train.epochs, cfg.train.warmup_epochs = 2, 1
+    cfg.model.n_tokens, cfg.model.dim, cfg.model.head_hidden, cfg.model.n_heads = P, D, 8, 2
+    cfg.completion = {"target": "features", "d_y": 8, "d_m": 8}
+    cfg.runtime.progress_bar = False
+    est = MoERetrieverClassifier(method="mfm", config=cfg, seed=0).fit(data)
+    comp = est.model_.completion
+    assert isinstance(comp, MFMCompletion) and comp.dims == DIMS and comp.n_classes == 2
+    proba = est.predict_proba(data)
+    loaded = MoERetrieverClassifier.load(est.save(tmp_path / "mfm.pt"))
+    assert np.array_equal(loaded.predict_proba(data), proba)
+    summary = est.interpretation(data)["completion"]
+    assert summary["target"] == "features" and set(summary["recon_mse_observed"]) == set(DIMS)
