@@ -73,6 +73,7 @@ import moe_retriever.encoders
 import moe_retriever.heads  # noqa: F401  (registers the built-in heads)
 from moe_retriever.architecture import ModelConfig
 from moe_retriever.completion.base import (
+    COMPLETIONS,
     Completion,
     CompletionContext,
     CompletionOutput,
@@ -148,7 +149,9 @@ class MultimodalClassifier(nn.Module):
         seed, handed to the completion method's supporting-group draws (evaluation groups are
         a hash of it, so two seeds of a run see different groups and the same seed the same
         ones). An explicit ``completion_cfg["seed"]`` wins; with neither, the method's own
-        default (0) is used. Methods without draws ignore it."""
+        default (0) is used. Methods without draws ignore it. A completion given by name whose
+        options include ``n_classes`` or ``dims`` (``mfm``: label head, raw-feature decoders)
+        gets the model's values unless ``completion_cfg`` sets them."""
         super().__init__()
         config = config or ModelConfig()
         if len(dims) < 2:
@@ -182,7 +185,7 @@ class MultimodalClassifier(nn.Module):
             self.completion = completion
         else:
             self.completion = create_completion(
-                completion, self.modalities, P, D, **(completion_cfg or {})
+                completion, self.modalities, P, D, **self._fill_options(completion, completion_cfg)
             )
         self.completion_name = self.completion.name or type(self.completion).__name__
         set_seed = getattr(self.completion, "set_seed", None)
@@ -209,6 +212,18 @@ class MultimodalClassifier(nn.Module):
         if config.retrieval_dropout > 0 and self.completion.learns:
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
+
+    def _fill_options(self, completion: str, given: dict[str, Any] | None) -> dict[str, Any]:
+        """``given`` plus what the model knows and the completion asks for by name and did not
+        get: ``n_classes`` (a label term) and ``dims`` (feature counts, to generate raw
+        features), so that its parameters exist at construction."""
+        options = dict(given or {})
+        names = set(COMPLETIONS.option_names(completion))
+        if "n_classes" in names and options.get("n_classes") is None:
+            options["n_classes"] = self.n_classes
+        if "dims" in names and options.get("dims") is None:
+            options["dims"] = dict(self.dims)
+        return options
 
     def encoder_spec(self, modality: str) -> tuple[str, dict[str, Any]]:
         """(name, checked options) of the encoder the config gives ``modality``."""

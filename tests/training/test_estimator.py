@@ -129,7 +129,8 @@ def test_overrides_and_bad_input(splits: tuple[MultimodalData, ...], tiny: dict)
     assert cfg.optim.lr == 5e-4 and cfg.train.batch_size == 8 and cfg.model.dim == 16
     with pytest.raises(ValueError, match="unknown option 'learning_rate'"):
         MoERetrieverClassifier(learning_rate=1).resolved_config()
-    with pytest.raises(ValueError, match="unknown method 'magic'; known: bank, knn"):
+    known = "known: bank, generate-retrieve, knn"
+    with pytest.raises(ValueError, match=f"unknown method 'magic'; {known}"):
         MoERetrieverClassifier("magic", config=tiny).fit(splits[0], splits[1])
     with pytest.raises(RuntimeError, match="not fitted"):
         MoERetrieverClassifier().predict(splits[2])

@@ -156,9 +156,16 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         m_idx: Tensor,
         draw: SupportDraw,
         support: tuple[Tensor, Tensor, Tensor],
+        extra: tuple[Tensor, Tensor, float] | None = None,
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Retrieved tokens (n, P, D) for the pairs (b_idx, m_idx); returns (retrieved,
         balance loss, routing stats).
+
+        ``extra`` = (tokens (n, P, D), role embedding (D,), weight): one more member per pair
+        (``generate-retrieve``: the generated estimate of the missing modality), embedded with
+        its own role, the pair's target modality and the patch positions, attended with the
+        other members and given ``weight`` of the fixed pooling (the supporting and own members
+        share the rest in their usual proportions). ``None``: the plain method, unchanged.
 
         ``support`` = :func:`encode_support_unique` output: distinct supporting encodings, their
         modality and the slot -> encoding map. How the work is batched:
@@ -201,6 +208,16 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         src = torch.cat([slot_row, own_src], dim=1)  # (n, k_max + M); invalid slots unused
         valid = torch.cat([draw.mask, observed[b_idx]], dim=1)
         w_fixed = member_weights(draw.mask, observed[b_idx], self.support_weight)
+        if extra is not None:  # one more member per pair, after the bank's rows
+            gen, role, weight = extra
+            gen_rows = gen.to(bank_x.dtype) + (role + pos)[None] + self.modality_emb[m_idx][:, None]
+            gen_src = torch.arange(n, device=tokens.device) + bank_x.shape[0]
+            bank_x = torch.cat([bank_x, gen_rows], dim=0)
+            src = torch.cat([src, gen_src[:, None]], dim=1)
+            valid = torch.cat([valid, valid.new_ones(n, 1)], dim=1)
+            w_fixed = torch.cat(
+                [w_fixed * (1.0 - weight), w_fixed.new_full((n, 1), float(weight))], dim=1
+            )
         # compact real members to the front of each row, count them
         order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
         src = src.gather(1, order)
