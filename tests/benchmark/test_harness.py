@@ -230,7 +230,11 @@ def test_deep_methods_end_to_end_fidelity_and_router(tiny: MultimodalData, tmp_p
     ent = raw[raw.metric == "router_entropy"]
     assert set(ent["method"]) == {"moe-retriever"} and len(ent) == 2
     assert ((ent["value"] >= 0) & (ent["value"] <= 1 + 1e-9)).all()
-    routing = res.meta["routing"]["rate=0.5/seed=0"]
+    assert set(res.meta["routing"]) == {
+        "moe-retriever rate=0/seed=0",
+        "moe-retriever rate=0.5/seed=0",
+    }
+    routing = res.meta["routing"]["moe-retriever rate=0.5/seed=0"]
     assert set(routing["per_target"]) <= set(tiny.modalities)
     for t in routing["per_target"].values():
         assert sum(t["shares"].values()) == pytest.approx(1.0)

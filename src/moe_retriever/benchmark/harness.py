@@ -591,11 +591,14 @@ def _run_one(
     metrics["fit_seconds"] = seconds
     if res.fidelity:
         metrics.update(res.fidelity)
-    if res.routing:
+    info = dict(res.info or {})
+    if res.routing and "per_target" in res.routing:  # a router's usage (moe-retriever & co)
         metrics["router_entropy"] = float(res.routing.get("entropy", np.nan))
-        meta["routing"][key] = res.routing
-    if res.info:
-        meta["selections"].setdefault(name, {})[key] = res.info
+        meta["routing"][f"{name} {key}"] = res.routing  # one entry per method and unit
+    elif res.routing:  # another completion's own summary (mfm...)
+        info["completion"] = res.routing
+    if info:
+        meta["selections"].setdefault(name, {})[key] = info
     rows = [
         {
             "dataset": dataset,
