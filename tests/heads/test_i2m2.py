@@ -154,7 +154,10 @@ def test_interpretation_shapes_and_shares() -> None:
     summary = head.summarize(interp, torch.tensor([0, 1, 2, 0, 1, 2]), observed)
     assert summary is not None and summary["experts"] == ["a", "b", "c", "inter"]
     torch.testing.assert_close(
-        torch.tensor(summary["overall"]["weights"], dtype=torch.float64), share.double().mean(0), atol=1e-9, rtol=0
+        torch.tensor(summary["overall"]["weights"], dtype=torch.float64),
+        share.double().mean(0),
+        atol=1e-9,
+        rtol=0,
     )
     assert summary["per_combination"]["a+b+c"]["n"] == 2
 
