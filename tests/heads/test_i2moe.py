@@ -338,8 +338,8 @@ def _train_weights(kind: str, steps: int = 200) -> torch.Tensor:
 def test_weights_follow_the_interaction_that_carries_the_label() -> None:
     """Label carried by modality a alone: U_a outweighs U_b and has more weight than on the
     XOR task; label = XOR of a and b: the synergy expert has the most weight, and more than on
-    the uniqueness task. (Measured over seeds 0-3 of this setup while writing it: S 0.61-0.86
-    on XOR vs 0.07-0.26 on unique; U_a 0.31-0.50 on unique vs 0.03-0.06 on XOR.)"""
+    the uniqueness task. Seeds 0-3 of this setup: ``benchmarks/i2moe_weights.py --layout
+    cancel`` (docs/SEED_METHODS_IMPL.md)."""
     unique, xor = _train_weights("unique"), _train_weights("xor")
     assert unique[0] > unique[1] and unique[0] > xor[0] + 0.1
     assert int(xor.argmax()) == 2 and xor[2] > unique[2] + 0.2
