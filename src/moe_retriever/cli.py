@@ -36,13 +36,43 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         help="a built-in dataset name (miniacc, mfeat, synthetic, synthetic-retrieval) or a folder",
     )
     d.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    _add_layout(d)
     d.set_defaults(func=_cmd_data_describe)
+
+
+def _add_layout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--layout",
+        choices=["adni", "mimic"],
+        default=None,
+        help="read the folder in the authors' ADNI or MIMIC-IV layout (default: detected from "
+        "label.csv + PTID_splits.json or labels.csv + PTID_splits_mimic.json)",
+    )
+
+
+def _config_path(config: str) -> Path:
+    """``--config``: a YAML file, or the name of a config shipped in ``moe_retriever/configs``
+    (``paper_adni``, ``paper_mimic``, ``demo``) when no such file exists."""
+    path = Path(config)
+    if path.exists():
+        return path
+    shipped = Path(__file__).parent / "configs" / f"{path.name.removesuffix('.yaml')}.yaml"
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    return path
+
+
+def _layout_paths(cfg: Any, data: Any) -> None:
+    """Relative encoder mask paths of the config that name files of the data folder."""
+    from moe_retriever.data.layouts import resolve_encoder_paths
+
+    cfg.model.encoders = resolve_encoder_paths(cfg.model.encoders, data)
 
 
 def _cmd_data_describe(args: argparse.Namespace) -> int:
     from moe_retriever.datasets import load_data
 
-    data = load_data(args.source)
+    data = load_data(args.source, layout=args.layout)
     summary = data.describe()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -68,7 +98,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder; "
         "optional with --resume (default: the run's own data)",
     )
-    p.add_argument("--config", default=None, help="YAML config file (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML config file, or a shipped config by name: paper_adni, paper_mimic, demo "
+        "(default: built-in defaults)",
+    )
     p.add_argument(
         "--method",
         default=None,
@@ -100,6 +135,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="config overrides, e.g. --set train.epochs=10 optim.lr=3e-4",
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_layout(p)
     p.set_defaults(func=_cmd_train)
 
 
@@ -161,7 +197,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.data is None:
             raise UserError("give DATA (a dataset name or a data folder), or --resume RUN_DIR")
-        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+        cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
         cfg = apply_overrides(cfg, args.overrides)
         if args.method:
             cfg.method = args.method
@@ -183,8 +219,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
 
-    data = load_run_data(source)
+    data = load_run_data(source, layout=args.layout)
     if not resume:
+        _layout_paths(cfg, data)
         if args.out and is_main_process() and (Path(args.out) / "config.yaml").exists():
             raise UserError(
                 f"{args.out!r} already holds a run; use --resume {args.out} to continue it "
@@ -488,6 +525,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="with --vary init: the seed of the fixed split and mask (default: 0)",
     )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    _add_layout(p)
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -524,7 +562,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
                 f"--reference {ref!r} is not among the benchmarked methods "
                 f"({', '.join(methods)}) and is not best-anchor"
             )
-    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
     cfg.validate()
@@ -537,9 +575,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"option(s) {', '.join(unused)} are taken by none of the methods "
             f"{', '.join(deep)}; `moe-retriever list` shows each part's options"
         )
-    data = load_data(args.data)
+    data = load_data(args.data, layout=args.layout)
+    _layout_paths(cfg, data)
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
     parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
+    if args.layout:
+        parts += ["--layout", args.layout]
     parts += ["--missing-rates", *(f"{r:g}" for r in args.missing_rates)]
     parts += ["--seeds", *(str(x) for x in args.seeds)]
     if args.config:

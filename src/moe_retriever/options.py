@@ -2,18 +2,26 @@
 
 Used by the run configuration (:mod:`moe_retriever.training.config`) and by the part registries
 (:mod:`moe_retriever.registry`), so that an ill-typed value is refused the same way everywhere:
-one ``ValueError`` that names the key, the value and the expected type.
+one ``ValueError`` that names the key, the value and the expected type. Type validation and
+conversion are pydantic's (``TypeAdapter`` in lax mode); this module only walks the dataclass
+sections, so that an unknown key is reported with the valid keys of its section, and turns
+pydantic's errors into one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from typing import Any, Literal
+from typing import Any
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 
-def build_dataclass(cls: type, d: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, d: Any, prefix: str = "") -> Any:
+    """An instance of dataclass ``cls`` from mapping ``d`` (nested sections are dataclasses
+    too); unknown keys and ill-typed values raise one-line ``ValueError``s."""
     if not isinstance(d, dict):
         raise ValueError(f"config section {prefix[:-1] or '(top)'!r} must be a mapping")
     names = [f.name for f in dataclasses.fields(cls)]
@@ -29,11 +37,29 @@ def build_dataclass(cls: type, d: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _is_instance(value: Any, tp: Any) -> bool:
-    try:
-        return isinstance(value, typing.get_origin(tp) or tp)
-    except TypeError:
-        return False
+#: lax conversion as YAML and the command line need it ("3e-4" -> 3e-4, "true" -> True,
+#: 32 -> "32" for a str option); dataclass sections refuse unknown keys
+_PYDANTIC = ConfigDict(coerce_numbers_to_str=True, arbitrary_types_allowed=True)
+
+#: what a pydantic error type means, in the words of our one-line messages
+_EXPECTED = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_parsing": "a boolean (true/false)",
+    "bool_type": "a boolean (true/false)",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+}
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp, config=_PYDANTIC)
 
 
 def _type_name(tp: Any) -> str:
@@ -41,75 +67,25 @@ def _type_name(tp: Any) -> str:
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` as type ``tp`` or a ``ValueError`` naming ``key``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    """``value`` validated and converted to type ``tp`` by pydantic (lax mode), or a one-line
+    ``ValueError`` naming ``key``, the value and the expected type."""
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return build_dataclass(tp, value, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        # exact type matches first so "auto" stays a str and true stays a bool
-        ordered = sorted(
-            (a for a in args if a is not type(None)),
-            key=lambda a: 0 if _is_instance(value, a) else 1,
-        )
-        for a in ordered:
-            try:
-                return coerce(value, a, key)
-            except ValueError:
-                continue
-        raise ValueError(f"config key {key!r}: {value!r} is not {_type_name(tp)}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise ValueError(f"config key {key!r}: {value!r} is not one of {list(args)}")
-    if origin is list:
-        (item_tp,) = args or (Any,)
-        if isinstance(value, tuple | list):
-            return [coerce(v, item_tp, key) for v in value]
-        return [coerce(value, item_tp, key)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"config key {key!r} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise ValueError(f"config key {key!r}: {value!r} is not a boolean (true/false)")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ValueError(f"config key {key!r}: {value!r} is not an integer")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ValueError(f"config key {key!r}: {value!r} is not a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise ValueError(f"config key {key!r}: {value!r} is not a string")
-    if isinstance(tp, type) and not isinstance(value, tp):
-        raise ValueError(f"config key {key!r}: {value!r} is not {_type_name(tp)}")
-    return value
+    if typing.get_origin(tp) is dict and not isinstance(value, dict):
+        raise ValueError(f"config key {key!r} must be a mapping, got {value!r}")
+    try:
+        return _adapter(tp).validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        if err["type"] == "literal_error":
+            expected = f"one of {list(typing.get_args(tp))}"
+        elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+            expected = _type_name(tp)
+        else:
+            expected = _EXPECTED.get(err["type"], _type_name(tp))
+        raise ValueError(f"config key {key!r}: {value!r} is not {expected}") from None
 
 
 __all__ = ["build_dataclass", "coerce"]

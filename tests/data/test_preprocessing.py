@@ -47,6 +47,13 @@ def test_auto_log1p_standardize_and_impute() -> None:
         atol=1e-5,
     )
     assert out.attrs["imputed"] == {"counts": 0, "z": 1}
+    # transform never changes fitted state: a second call on other data leaves report_ alone
+    other = _data(seed=5)
+    other.X["z"][2, 0] = np.nan
+    other.X["z"][3, 1] = np.nan
+    state = p.to_dict()
+    assert p.transform(other).attrs["imputed"]["z"] >= 2
+    assert p.report_ == {"counts": 0, "z": 1} and p.to_dict() == state
 
 
 def test_log1p_hint_and_explicit_choices() -> None:

@@ -158,3 +158,57 @@ def test_modalities_must_match(
     )
     with pytest.raises(DataValidationError, match="trained on"):
         fitted.predict_proba(other)
+
+
+def test_run_folder_has_lightning_csv_log_and_hyperparameters(
+    splits: tuple[MultimodalData, ...], tiny: dict, tmp_path: Path
+) -> None:
+    """Lightning's CSVLogger and save_hyperparameters: the per-epoch metrics and the resolved
+    config are in the run folder and in the checkpoint, written by Lightning itself."""
+    import pandas as pd
+    import yaml
+
+    from moe_retriever.training.estimator import load_checkpoint
+
+    est = MoERetrieverClassifier(config=tiny, seed=0).fit(splits[0], splits[1], run_dir=tmp_path)
+    log = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert {"val_macro_f1", "val_loss", "train_loss", "epoch"} <= set(log.columns)
+    assert log["val_loss"].notna().sum() == tiny["train"]["epochs"]
+    hparams = yaml.safe_load((tmp_path / "logs" / "hparams.yaml").read_text())
+    assert hparams["config"]["model"]["dim"] == 16 and hparams["seed"] == 0
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    assert ckpt["hyper_parameters"]["config"] == est.config_.to_dict()
+    with pytest.raises(ValueError, match=r"runtime.logger 'wandb'|is not one of"):
+        MoERetrieverClassifier(config=tiny, **{"runtime.logger": "wandb"}).resolved_config()
+
+
+def test_lightning_load_from_checkpoint_rebuilds_the_model(
+    splits: tuple[MultimodalData, ...], tiny: dict, tmp_path: Path
+) -> None:
+    """``ClassifierModule.load_from_checkpoint`` on a run's checkpoint: the model is rebuilt
+    from the saved hyperparameters and predicts what the fitted estimator predicts."""
+    import torch
+
+    from moe_retriever.training.module import ClassifierModule
+
+    est = MoERetrieverClassifier(config=tiny, seed=0).fit(splits[0], splits[1], run_dir=tmp_path)
+    module = ClassifierModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "best.ckpt", weights_only=True
+    )
+    net = module.eval_model().eval()
+    tensors = est._tensors(splits[2])
+    with torch.no_grad():
+        logits = net(tensors.x, tensors.observed, sample_keys=tensors.keys, retrieve=True).logits
+    np.testing.assert_allclose(
+        torch.softmax(logits, 1).numpy(), est.predict_proba(splits[2]), atol=1e-6
+    )
+
+
+def test_training_pool_is_kept_only_for_methods_that_draw_from_it(
+    splits: tuple[MultimodalData, ...], tiny: dict
+) -> None:
+    """zero never reads the training pool, so the model holds (and saves) no copy of it."""
+    zero = MoERetrieverClassifier("zero", config=tiny, seed=0).fit(splits[0], splits[1])
+    assert not zero.model_.has_training_pool
+    knn = MoERetrieverClassifier("knn", config=tiny, seed=0).fit(splits[0], splits[1])
+    assert knn.model_.has_training_pool

@@ -17,6 +17,10 @@ Two other ways to draw the runs (the ``vary`` / ``cv`` arguments, ``--vary`` / `
   stratified from the rest (``val_fraction`` of it); the mask is drawn per (rate, seed) on
   the whole data, so every method and fold of a repeat shares it. Units are (seed, fold).
 
+Data that bring their own split (the ADNI and MIMIC-IV layouts, whose splits file the reader
+attaches; :func:`~moe_retriever.data.layouts.layout_split`) keep it for every seed outside
+``cv``: only the mask (rate > 0) and the model seed vary, as in the paper's protocol.
+
 Rows carry ``split_seed`` (the seed of split and mask) and ``fold`` (0 without ``cv``) beside
 the model ``seed``. The reports pair every method with reference methods over these units
 (:mod:`.stats`; default references: the best classical anchor per rate and ``zero``).
@@ -67,6 +71,7 @@ from moe_retriever.benchmark.report import (
 )
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
 from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.layouts import layout_split
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, stratified_folds
 from moe_retriever.data.validation import drop_empty
@@ -119,6 +124,8 @@ class _MethodSpec:
 
 
 _METHODS: dict[str, _MethodSpec] = {}
+#: deep methods registered from the presets (kept in sync with them)
+_AUTO: set[str] = set()
 
 
 def register_method(name: str, kind: str, runner: Runner) -> None:
@@ -193,9 +200,14 @@ def _anchor_runner(name: str) -> Runner:
 def _builtin_methods() -> None:
     from moe_retriever.presets import list_presets
 
-    for name in list_presets():
+    presets = list_presets()
+    for name in [n for n in _AUTO if n not in presets]:  # a preset was unregistered
+        _AUTO.discard(name)
+        _METHODS.pop(name, None)
+    for name in presets:
         if name not in _METHODS:
             register_method(name, "completion", _deep_runner(name))
+            _AUTO.add(name)
     for name, cls in ANCHORS.items():
         if name not in _METHODS:
             register_method(name, cls.kind, _anchor_runner(name))
@@ -343,6 +355,11 @@ def _units(
             )
         return out
     s_seed = split_seed if vary == "init" else seed
+    fixed = layout_split(data)
+    if fixed is not None:  # the data's own splits file (paper layouts): one split, every seed
+        masked, mask_info = _draw_mask(data, rate, s_seed)
+        info = {**_split_info(fixed, masked, mask_info), "split_source": "data"}
+        return [_Unit(base, seed, s_seed, 0, fixed, masked, {**info, "split_seed": s_seed})]
     split, masked, info = prepare_run(data, rate, s_seed, vf, tf)
     return [_Unit(base, seed, s_seed, 0, split, masked, {**info, "split_seed": s_seed})]
 
@@ -621,7 +638,7 @@ def _write(
     rates: list[float],
     title: str | None,
 ) -> dict[str, Path]:
-    from moe_retriever.benchmark.router import routing_markdown
+    from moe_retriever.completion.routing import routing_markdown
 
     out = Path(out)
     unit = "seed x fold" if meta.get("cv") else "seed"

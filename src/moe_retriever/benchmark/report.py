@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from moe_retriever.benchmark.stats import BEST_ANCHOR, PairedComparison, signed
+from moe_retriever.training.metrics import mean_std
 
 RESULT_COLUMNS: list[str] = [
     "dataset",
@@ -76,11 +77,8 @@ def summarize(rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     keys = ["dataset", "method", "kind", "missing_rate", "metric"]
 
     def agg(values: pd.Series) -> pd.Series:
-        v = values.dropna().to_numpy(dtype=float)
-        if v.size == 0:
-            return pd.Series({"mean": math.nan, "std": math.nan, "n": 0})
-        std = float(v.std(ddof=1)) if v.size > 1 else 0.0
-        return pd.Series({"mean": float(v.mean()), "std": std, "n": int(v.size)})
+        # the one mean ± std of the package (train, demo and benchmark): nan-aware, ddof=1
+        return pd.Series(mean_std(values.to_numpy(dtype=float)))
 
     out = df.groupby(keys, sort=False)["value"].apply(agg).unstack().reset_index()
     out["n"] = out["n"].astype(int)

@@ -327,16 +327,15 @@ class MoERetrieverCompletion(SupportSampling, Completion):
     def summarize(self, infos: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Router usage over an evaluation set: shares of each expert per target modality and
         observed combination, normalised entropies, fallback counts
-        (:func:`moe_retriever.benchmark.router.summarize_routing`)."""
-        from moe_retriever.benchmark.router import summarize_routing as shares
-        from moe_retriever.training.routing import merge_routing_info
+        (:func:`moe_retriever.completion.routing.routing_shares`)."""
+        from moe_retriever.completion.routing import merge_routing_info, routing_shares
 
         stats = merge_routing_info(infos, self.modalities, self.n_candidates, self.n_shared)
-        return shares(stats, self.n_candidates, self.n_shared)
+        return routing_shares(stats, self.n_candidates, self.n_shared)
 
     def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
         """``routing.md``: the per-target expert shares and entropies as a table."""
-        from moe_retriever.benchmark.router import routing_markdown
+        from moe_retriever.completion.routing import routing_markdown
 
         text = routing_markdown({"this run": summary})
         if not text:

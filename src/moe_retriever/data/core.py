@@ -9,6 +9,11 @@ Invariants (checked by :meth:`MultimodalData.validate`, which every constructor 
 * ``y`` is int64 with values in ``range(len(class_names))`` or is ``None`` (unlabelled data,
   e.g. for prediction).
 * ``ids`` are unique strings.
+
+A modality too large for memory (the ADNI MRI voxels) may be a
+:class:`~moe_retriever.data.mapped.MappedRows` instead of an array: rows read from a
+memory-mapped file on demand. Validation, subsets and hiding handle it without reading it
+whole (validation reads it chunk by chunk).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from moe_retriever.data.mapped import MappedRows, is_mapped
 
 
 def stable_keys(ids: Iterable[Any]) -> np.ndarray:
@@ -61,7 +68,10 @@ class MultimodalData:
 
     def __post_init__(self) -> None:
         self.modalities = [str(m) for m in self.modalities]
-        self.X = {m: np.asarray(self.X[m], dtype=np.float32) for m in self.modalities}
+        self.X = {
+            m: self.X[m] if is_mapped(self.X[m]) else np.asarray(self.X[m], dtype=np.float32)
+            for m in self.modalities
+        }
         self.observed = np.asarray(self.observed, dtype=bool)
         self.ids = np.asarray([str(i) for i in self.ids], dtype=object)
         if self.y is not None:
@@ -130,6 +140,9 @@ class MultimodalData:
                 raise DataValidationError(
                     f"modality {m!r}: {len(names)} feature names for {x.shape[1]} columns"
                 )
+            if is_mapped(x):
+                self._validate_mapped(j, m, x, names)
+                continue
             inf_rows, inf_cols = np.nonzero(np.isinf(x))
             if inf_rows.size:
                 cols = sorted({names[c] for c in inf_cols})
@@ -159,6 +172,37 @@ class MultimodalData:
                     f"0..{len(self.class_names) - 1} (class names {self.class_names})"
                 )
 
+    def _validate_mapped(self, j: int, m: str, x: MappedRows, names: list[str]) -> None:
+        """The checks of :meth:`validate` for a modality on disk, chunk by chunk.
+
+        A missing row must be unobserved and an unobserved sample must have no row (hiding
+        sets its row to -1), so the NaN-row invariant holds by construction; the values are
+        read once to refuse infinite cells (views derived from checked rows are not re-read).
+        """
+        leak = ~self.observed[:, j] & (x.rows >= 0)
+        if leak.any():
+            raise DataValidationError(
+                f"modality {m!r}: samples {_preview(self.ids[leak])} are marked unobserved "
+                "but carry a row of the mapped file; hide them (MappedRows.hide)"
+            )
+        gap = self.observed[:, j] & (x.rows < 0)
+        if gap.any():
+            raise DataValidationError(
+                f"modality {m!r}: samples {_preview(self.ids[gap])} are marked observed but "
+                "have no row in the mapped file"
+            )
+        if x.checked or x.center is not None:  # rows already read and found finite
+            return
+        for pos, block in x.raw().chunks():
+            inf_rows, inf_cols = np.nonzero(np.isinf(block))
+            if inf_rows.size:
+                cols = sorted({names[c] for c in inf_cols})
+                raise DataValidationError(
+                    f"modality {m!r}: infinite values in samples "
+                    f"{_preview(self.ids[pos[np.unique(inf_rows)]])}, columns {_preview(cols)}"
+                )
+        x.checked = True
+
     # ------------------------------------------------------------------ derived views
     def empty_samples(self) -> np.ndarray:
         """Boolean mask of samples with no observed modality."""
@@ -177,7 +221,7 @@ class MultimodalData:
             idx = np.nonzero(idx)[0]
         return MultimodalData(
             modalities=list(self.modalities),
-            X={m: self.X[m][idx].copy() for m in self.modalities},
+            X={m: _take(self.X[m], idx) for m in self.modalities},
             observed=self.observed[idx].copy(),
             y=None if self.y is None else self.y[idx].copy(),
             ids=self.ids[idx].copy(),
@@ -207,11 +251,10 @@ class MultimodalData:
             )
         if (observed & ~self.observed).any():
             raise DataValidationError("with_observed can only hide entries, not reveal them")
-        X = {}
+        X: dict[str, Any] = {}
         for j, m in enumerate(self.modalities):
-            x = self.X[m].copy()
-            x[~observed[:, j]] = np.nan
-            X[m] = x
+            x: Any = self.X[m]
+            X[m] = x.hide(~observed[:, j]) if is_mapped(x) else _hidden(x, ~observed[:, j])
         return MultimodalData(
             modalities=list(self.modalities),
             X=X,
@@ -224,9 +267,38 @@ class MultimodalData:
             attrs=dict(self.attrs),
         )
 
-    def filled(self, value: float = 0.0) -> dict[str, np.ndarray]:
-        """Arrays with every NaN replaced by ``value`` (for tensors; use after preprocessing)."""
-        return {m: np.nan_to_num(self.X[m], nan=value) for m in self.modalities}
+    def replace(self, **changes: Any) -> MultimodalData:
+        """A new, validated data set with ``changes`` (any field) and everything else kept:
+        arrays are shared, not copied; the lists and dicts around them are new, so changing
+        the result's ``attrs`` or ``class_names`` leaves this one alone."""
+        fields = {
+            "modalities": list(self.modalities),
+            "X": dict(self.X),
+            "observed": self.observed,
+            "y": self.y,
+            "ids": self.ids,
+            "class_names": list(self.class_names),
+            "feature_names": {m: list(v) for m, v in self.feature_names.items()},
+            "name": self.name,
+            "attrs": dict(self.attrs),
+        }
+        unknown = sorted(set(changes) - set(fields))
+        if unknown:
+            raise TypeError(f"MultimodalData has no field(s) {unknown}; fields: {list(fields)}")
+        fields.update(changes)
+        return MultimodalData(**fields)
+
+    def filled(self, value: float = 0.0) -> dict[str, Any]:
+        """Arrays with every NaN replaced by ``value`` (for tensors; use after preprocessing).
+
+        A modality on disk stays there: it comes back as a :class:`MappedRows` reading NaN as
+        ``value``.
+        """
+        out: dict[str, Any] = {}
+        for m in self.modalities:
+            x: Any = self.X[m]
+            out[m] = x.filled(value) if is_mapped(x) else np.nan_to_num(x, nan=value)
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Summary used by ``moe-retriever data describe``."""
@@ -247,3 +319,15 @@ class MultimodalData:
             counts = np.bincount(self.y, minlength=self.n_classes)
             out["classes"] = {c: int(k) for c, k in zip(self.class_names, counts)}
         return out
+
+
+def _take(x: np.ndarray | MappedRows, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a modality: a copy of an array, a new index into a mapped file."""
+    return x.take(idx) if is_mapped(x) else x[idx].copy()
+
+
+def _hidden(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` with ``rows`` (bool) set to NaN."""
+    out = x.copy()
+    out[rows] = np.nan
+    return out

@@ -8,6 +8,12 @@ Steps, per modality, on observed rows (unobserved rows stay NaN throughout):
 3. imputation of NaN cells inside observed rows with the training feature mean (0 after
    standardization); counts per modality are reported, or ``strict=True`` refuses them.
 
+A modality kept on disk (:class:`~moe_retriever.data.mapped.MappedRows`, e.g. MRI voxels) is
+never read whole: its statistics are accumulated chunk by chunk (Chan et al.'s pairwise
+update of count, mean and sum of squared deviations, in float64), and the transform is
+attached to it and applied to the rows a batch reads. ``log1p="auto"`` never picks such a
+modality (image intensities are not counts); name it in a list to log-transform it.
+
 Statistics come from the data given to :meth:`Preprocessor.fit` alone, so validation and
 test samples never influence them. The fitted state is plain JSON (:meth:`to_dict`) so a
 saved model applies exactly the same transform at prediction time.
@@ -21,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from moe_retriever.data.core import DataValidationError, MultimodalData
-from moe_retriever.data.validation import preview
+from moe_retriever.data.mapped import is_mapped
+from moe_retriever.data.validation import nan_cells, preview
 
 __all__ = ["LOG1P_AUTO_MAX", "Preprocessor"]
 
@@ -72,6 +79,8 @@ class Preprocessor:
             else:
                 chosen = []
                 for j, m in enumerate(data.modalities):
+                    if is_mapped(data.X[m]):
+                        continue
                     x = data.X[m][data.observed[:, j]]
                     counts_like = (
                         x.size > 0
@@ -100,15 +109,11 @@ class Preprocessor:
         self.scale_: dict[str, np.ndarray] = {}
         self.fill_: dict[str, np.ndarray] = {}
         for j, m in enumerate(train.modalities):
-            x = self._log(train, j, m).astype(np.float64)
-            x = x[train.observed[:, j]]
-            seen = (~np.isnan(x)).sum(axis=0) if x.size else np.zeros(x.shape[1], int)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sums = np.nansum(x, axis=0)
-                mean = np.where(seen > 0, sums / np.maximum(seen, 1), 0.0)
-                var = np.where(
-                    seen > 0, np.nansum((x - mean) ** 2, axis=0) / np.maximum(seen, 1), 0.0
-                )
+            if is_mapped(train.X[m]):
+                mean, var = self._mapped_moments(train, j, m)
+            else:
+                x = self._log(train, j, m).astype(np.float64)
+                mean, var = _moments(x[train.observed[:, j]])[1:]
             std = np.sqrt(var)
             if self.standardize:
                 self.center_[m] = mean
@@ -119,6 +124,35 @@ class Preprocessor:
             self.fill_[m] = mean
         self.report_ = self._imputation_counts(train, raise_strict=True)
         return self
+
+    def _mapped_moments(
+        self, data: MultimodalData, j: int, m: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and variance of the observed rows of a modality on disk, one
+        chunk at a time (pairwise merge of chunk moments)."""
+        x: Any = data.X[m]
+        d = x.shape[1]
+        count, mean, m2 = np.zeros(d), np.zeros(d), np.zeros(d)
+        log = m in self.log1p_modalities_
+        for _pos, block in x.take(np.nonzero(data.observed[:, j])[0]).raw().chunks():
+            if log:
+                neg = np.nonzero((block < 0).any(axis=1))[0]
+                if neg.size:
+                    raise DataValidationError(
+                        f"modality {m!r}: log1p needs non-negative values, found negatives "
+                        f"in {neg.size} observed row(s) of a chunk; pass log1p=False or a "
+                        "list of count modalities"
+                    )
+                block = np.log1p(block)
+            nb, mb, m2b = _moments(block.astype(np.float64))
+            n = count + nb
+            with np.errstate(invalid="ignore", divide="ignore"):
+                delta = mb - mean
+                mean = np.where(n > 0, mean + delta * nb / np.maximum(n, 1), 0.0)
+                m2 = m2 + np.where(n > 0, m2b * nb + delta**2 * count * nb / np.maximum(n, 1), 0)
+            count = n
+        var = np.where(count > 0, m2 / np.maximum(count, 1), 0.0)
+        return mean, var
 
     def fit_transform(self, train: MultimodalData) -> MultimodalData:
         return self.fit(train).transform(train)
@@ -146,10 +180,9 @@ class Preprocessor:
     def _imputation_counts(self, data: MultimodalData, raise_strict: bool) -> dict[str, int]:
         counts: dict[str, int] = {}
         for j, m in enumerate(data.modalities):
-            holes = np.isnan(data.X[m]) & data.observed[:, j][:, None]
-            counts[m] = int(holes.sum())
+            rows, cols = nan_cells(data.X[m], data.observed[:, j])
+            counts[m] = int(rows.size)
             if counts[m] and self.strict and raise_strict:
-                rows, cols = np.nonzero(holes)
                 names = data.feature_names[m]
                 raise DataValidationError(
                     f"modality {m!r}: {counts[m]} missing value(s) inside observed rows of "
@@ -185,34 +218,35 @@ class Preprocessor:
     def transform(self, data: MultimodalData) -> MultimodalData:
         """Apply the fitted transform; observed rows come out NaN-free, unobserved stay NaN.
 
-        Sets ``report_`` to the imputed-cell count per modality of this call and also stores
-        it in the result's ``attrs["imputed"]``.
+        The imputed-cell count per modality of this call is in the result's
+        ``attrs["imputed"]``; the fitted state (``report_``: the counts of the training data
+        at ``fit``) is never changed, so a fitted preprocessor transforms the same way
+        whatever it transformed before (scikit-learn's contract).
         """
         self._check_fitted()
         self._check_compatible(data)
         counts = self._imputation_counts(data, raise_strict=True)
-        X: dict[str, np.ndarray] = {}
+        X: dict[str, Any] = {}
         for j, m in enumerate(data.modalities):
+            on_disk: Any = data.X[m]
+            if is_mapped(on_disk):  # stays on disk: the transform is applied when read
+                X[m] = (
+                    on_disk.raw()
+                    .hide(~data.observed[:, j])
+                    .with_transform(
+                        m in self.log1p_modalities_, self.center_[m], self.scale_[m], self.fill_[m]
+                    )
+                )
+                continue
             x = self._log(data, j, m).astype(np.float64)
             holes = np.isnan(x)
             x = np.where(holes, self.fill_[m][None, :], x)
             x = (x - self.center_[m]) / self.scale_[m]
             x[~data.observed[:, j]] = np.nan
             X[m] = x.astype(np.float32)
-        self.report_ = counts
         attrs = dict(data.attrs)
         attrs["imputed"] = dict(counts)
-        return MultimodalData(
-            modalities=list(data.modalities),
-            X=X,
-            observed=data.observed.copy(),
-            y=None if data.y is None else data.y.copy(),
-            ids=data.ids.copy(),
-            class_names=list(data.class_names),
-            feature_names={m: list(v) for m, v in data.feature_names.items()},
-            name=data.name,
-            attrs=attrs,
-        )
+        return data.replace(X=X, attrs=attrs)
 
     # ------------------------------------------------------------------ state
     def to_dict(self) -> dict[str, Any]:
@@ -256,3 +290,13 @@ class Preprocessor:
             f"Preprocessor(log1p={self.log1p!r}, standardize={self.standardize}, "
             f"strict={self.strict})"
         )
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-column (count of non-NaN cells, mean, population variance); 0 where none."""
+    seen = (~np.isnan(x)).sum(axis=0) if x.size else np.zeros(x.shape[1], int)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sums = np.nansum(x, axis=0)
+        mean = np.where(seen > 0, sums / np.maximum(seen, 1), 0.0)
+        var = np.where(seen > 0, np.nansum((x - mean) ** 2, axis=0) / np.maximum(seen, 1), 0.0)
+    return seen.astype(np.float64), mean, var

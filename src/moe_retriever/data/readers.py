@@ -475,16 +475,11 @@ def data_with_order(data: MultimodalData, ids: Sequence[str]) -> MultimodalData:
         m: np.concatenate([data.X[m], np.full((n_new, d), np.nan, np.float32)])
         for m, d in data.dims.items()
     }
-    grown = MultimodalData(
-        modalities=list(data.modalities),
+    grown = data.replace(
         X=full,
         observed=np.concatenate([data.observed, np.zeros((n_new, data.n_modalities), bool)]),
         y=None,
         ids=np.concatenate([data.ids, np.array(extra, dtype=object)]),
-        class_names=list(data.class_names),
-        feature_names={m: list(v) for m, v in data.feature_names.items()},
-        name=data.name,
-        attrs=dict(data.attrs),
     )
     return grown.select_ids(ids)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from moe_retriever.data.core import DataValidationError, MultimodalData, _preview
+from moe_retriever.data.mapped import is_mapped
 
 __all__ = [
     "align_labels",
@@ -23,6 +24,7 @@ __all__ = [
     "check_unique",
     "drop_empty",
     "missing_cells",
+    "nan_cells",
     "one_line",
     "preview",
 ]
@@ -120,17 +122,36 @@ def missing_cells(data: MultimodalData) -> list[str]:
     with the training mean of the feature): the count, a few samples and columns."""
     lines = []
     for j, m in enumerate(data.modalities):
-        holes = np.isnan(data.X[m]) & data.observed[:, j][:, None]
-        if holes.any():
-            rows, cols = np.nonzero(holes)
+        rows, cols = nan_cells(data.X[m], data.observed[:, j])
+        if rows.size:
             names = data.feature_names[m]
             lines.append(
-                f"modality {m!r}: {int(holes.sum())} missing cell(s) in observed rows were "
+                f"modality {m!r}: {rows.size} missing cell(s) in observed rows were "
                 f"imputed with the training mean of their feature (samples "
                 f"{preview(data.ids[np.unique(rows)], 3)}, columns "
                 f"{preview([names[c] for c in np.unique(cols)], 3)})"
             )
     return lines
+
+
+def nan_cells(x: Any, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the NaN cells inside observed rows of one modality.
+
+    A modality on disk (:class:`~moe_retriever.data.mapped.MappedRows`) is read chunk by
+    chunk, so only one chunk is ever in memory.
+    """
+    observed = np.asarray(observed, dtype=bool)
+    if not is_mapped(x):
+        r, c = np.nonzero(np.isnan(x) & observed[:, None])
+        return r, c
+    rows, cols = [], []
+    for pos, block in x.chunks():
+        r, c = np.nonzero(np.isnan(block) & observed[pos][:, None])
+        rows.append(pos[r])
+        cols.append(c)
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def check_predictable(data: MultimodalData, what: str | None = None) -> None:
@@ -167,14 +188,4 @@ def align_labels(
             f"{preview(data.ids[bad])} are not classes of the model {names}"
         )
     codes = np.array([pos[t] for t in texts], dtype=np.int64)
-    return MultimodalData(
-        modalities=list(data.modalities),
-        X=dict(data.X),
-        observed=data.observed,
-        y=codes,
-        ids=data.ids,
-        class_names=names,
-        feature_names={m: list(v) for m, v in data.feature_names.items()},
-        name=data.name,
-        attrs=dict(data.attrs),
-    )
+    return data.replace(y=codes, class_names=names)

@@ -1,8 +1,10 @@
 """Built-in datasets, loadable by name with no network: ``miniacc``, ``mfeat``, ``synthetic``,
 ``synthetic-retrieval``.
 
-``load_data(source)`` is what the command line uses: a built-in name, or a folder in the
-layout of :func:`moe_retriever.data.readers.read_folder`.
+``load_data(source)`` is what the command line uses: a built-in name, a folder in the ADNI or
+MIMIC-IV layout of the authors' pipeline (:mod:`moe_retriever.data.layouts`, detected by its
+label and splits files or named with ``layout=``), or a folder in the layout of
+:func:`moe_retriever.data.readers.read_folder`.
 """
 
 from __future__ import annotations
@@ -63,11 +65,18 @@ def load_dataset(name: str, **kwargs: Any) -> MultimodalData:
     return _LOADERS[key](**kwargs)
 
 
-def load_data(source: str | Path, **kwargs: Any) -> MultimodalData:
-    """A built-in dataset name, or a path to a data folder (see ``read_folder``)."""
-    if isinstance(source, str) and source.lower() in _LOADERS:
+def load_data(source: str | Path, layout: str | None = None, **kwargs: Any) -> MultimodalData:
+    """A built-in dataset name, or a path to a data folder (``read_folder``, or a paper layout:
+    ``layout="adni"`` / ``"mimic"``, detected from the files when not given)."""
+    if layout is None and isinstance(source, str) and source.lower() in _LOADERS:
         return load_dataset(source, **kwargs)
     path = Path(source)
+    if path.is_dir() and (layout is not None or _detect(path) is not None):
+        from moe_retriever.data.layouts import read_layout
+
+        return read_layout(path, layout, **kwargs)
+    if layout is not None:
+        raise ValueError(f"layout {layout!r}: {str(source)!r} is not a folder")
     if path.is_dir():
         if kwargs:
             raise ValueError(f"options {sorted(kwargs)} apply to built-in datasets, not folders")
@@ -79,3 +88,9 @@ def load_data(source: str | Path, **kwargs: Any) -> MultimodalData:
         f"{str(source)!r} is not a built-in dataset ({', '.join(list_datasets())}) and a "
         f"folder at that path {what}"
     )
+
+
+def _detect(path: Path) -> str | None:
+    from moe_retriever.data.layouts import detect_layout
+
+    return detect_layout(path)

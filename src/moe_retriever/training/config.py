@@ -135,6 +135,9 @@ class RuntimeConfig:
     num_workers: int = 0
     #: batch size for prediction / evaluation passes
     eval_batch_size: int = 256
+    #: Lightning logger of a run folder: csv (logs/metrics.csv + hparams.yaml), tensorboard,
+    #: mlflow (when installed) or none
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = "csv"
     #: CPU threads for torch (``torch.set_num_threads``); null keeps torch's default. Small
     #: models on a busy machine run many times faster with 1 (no thread oversubscription).
     threads: int | None = None

@@ -4,6 +4,10 @@ A batch is a dict ``{"x": {modality: (B, F_m) float32}, "observed": (B, M) bool,
 "y": (B,) int64 (-1 when unlabelled), "keys": (B,) int64, "index": (B,) int64}``; rows of
 unobserved modalities hold zeros (the model never reads them).
 
+A modality kept on disk (:class:`~moe_retriever.data.mapped.MappedRows`) stays there: the
+:class:`TensorSet` holds the mapped rows (with the fitted transform attached) and each batch
+reads only its own rows, so an epoch never holds more than a batch of it in memory.
+
 Shuffling is a pure function of ``(seed, epoch)`` (:class:`ShardedBatchSampler`), so a run
 resumed from an epoch-end checkpoint sees exactly the batches the uninterrupted run saw. Under
 DDP with W processes every *global* batch of ``batch_size`` samples is dealt out across the
@@ -27,16 +31,20 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from moe_retriever.data.core import MultimodalData, stable_keys
+from moe_retriever.data.mapped import MappedRows, is_mapped
 
 Batch = dict[str, Any]
 
 
 @dataclass
 class TensorSet:
-    """A preprocessed split as tensors (NaN -> 0); the source of every batch."""
+    """A preprocessed split as tensors (NaN -> 0); the source of every batch.
+
+    ``x[m]`` is a tensor, or a :class:`MappedRows` (reading NaN as 0) for a modality on disk.
+    """
 
     modalities: list[str]
-    x: dict[str, Tensor]
+    x: dict[str, Tensor | MappedRows]
     observed: Tensor
     y: Tensor
     keys: Tensor
@@ -48,7 +56,12 @@ class TensorSet:
         y = data.y if data.y is not None else np.full(data.n_samples, -1, dtype=np.int64)
         return cls(
             modalities=list(data.modalities),
-            x={m: torch.from_numpy(np.ascontiguousarray(filled[m])) for m in data.modalities},
+            x={
+                m: filled[m]
+                if is_mapped(filled[m])
+                else torch.from_numpy(np.ascontiguousarray(filled[m]))
+                for m in data.modalities
+            },
             observed=torch.from_numpy(data.observed.copy()),
             y=torch.from_numpy(np.asarray(y, dtype=np.int64)),
             keys=torch.from_numpy(stable_keys(data.ids)),
@@ -57,14 +70,36 @@ class TensorSet:
     def __len__(self) -> int:
         return int(self.observed.shape[0])
 
+    def pool_x(self) -> dict[str, Tensor]:
+        """Every modality as one in-memory tensor (the model's training pool keeps the raw
+        training rows for retrieval): a modality on disk is read here, chunk by chunk, in full.
+        """
+        out: dict[str, Tensor] = {}
+        for m, v in self.x.items():
+            if isinstance(v, MappedRows):
+                t = torch.empty(v.shape, dtype=torch.float32)
+                for pos, block in v.chunks():
+                    t[pos[0] : pos[-1] + 1] = torch.from_numpy(block)
+                out[m] = t
+            else:
+                out[m] = v
+        return out
+
     def batch(self, index: Tensor) -> Batch:
         return {
-            "x": {m: v[index] for m, v in self.x.items()},
+            "x": {m: _rows(v, index) for m, v in self.x.items()},
             "observed": self.observed[index],
             "y": self.y[index],
             "keys": self.keys[index],
             "index": index,
         }
+
+
+def _rows(v: Tensor | MappedRows, index: Tensor) -> Tensor:
+    """Rows ``index`` of a tensor, or read from disk for a mapped modality."""
+    if isinstance(v, MappedRows):
+        return torch.from_numpy(v.gather(index.numpy()))
+    return v[index]
 
 
 class _IndexDataset(Dataset[int]):

@@ -64,7 +64,12 @@ from moe_retriever.training.callbacks import (
 )
 from moe_retriever.training.config import TrainConfig, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
-from moe_retriever.training.module import ClassifierModule, balanced_class_weights, derived_seed
+from moe_retriever.training.module import (
+    ClassifierModule,
+    balanced_class_weights,
+    build_model,
+    derived_seed,
+)
 
 #: 2: the model is built from parts (fusion and classifier live under ``head.``)
 FORMAT_VERSION = 2
@@ -127,6 +132,39 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint dict"
         )
     return state
+
+
+def make_logger(kind: str, root: Path) -> Any:
+    """Lightning's own logger for a run folder: ``csv`` (``<root>/logs/metrics.csv`` and
+    ``hparams.yaml``: every logged metric per epoch and the resolved config), ``tensorboard``
+    or ``mlflow`` (when installed; a file store under ``<root>/mlruns``), ``none``: False."""
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(str(root), name="logs", version="")
+    if kind == "tensorboard":
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            return TensorBoardLogger(str(root), name="logs", version="")
+        except ModuleNotFoundError as exc:
+            raise ValueError(
+                f"runtime.logger=tensorboard needs the tensorboard package ({exc}): "
+                "pip install tensorboard"
+            ) from None
+    if kind == "mlflow":
+        try:
+            import mlflow  # noqa: F401
+        except ModuleNotFoundError:
+            raise ValueError(
+                "runtime.logger=mlflow needs the mlflow package: pip install mlflow"
+            ) from None
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        return MLFlowLogger(experiment_name="moe-retriever", save_dir=str(root / "mlruns"))
+    raise ValueError(f"runtime.logger {kind!r} unknown; choose none, csv, tensorboard or mlflow")
 
 
 def _require_data(data: Any, what: str) -> None:
@@ -353,7 +391,8 @@ class MoERetrieverClassifier:
             model = self._build_model(
                 cfg, train.dims, train.n_classes, self.seed, self._encoder_modules()
             )
-            model.set_training_pool(train_t.x, train_t.observed)
+            if model.completion.needs_pool:  # others never read it: no copy of the data
+                model.set_training_pool(train_t.pool_x(), train_t.observed)
             weights = (
                 balanced_class_weights(np.asarray(train.y), train.n_classes)
                 if cfg.train.class_weights == "balanced"
@@ -383,7 +422,7 @@ class MoERetrieverClassifier:
                 fault = KillAfterEpoch.from_env()
                 if fault is not None:
                     callbacks.append(fault)
-                trainer = self._trainer(cfg, root, callbacks, has_val)
+                trainer = self._trainer(cfg, root, callbacks, has_val, logs=run_dir is not None)
                 fit_kw: dict[str, Any] = {}
                 if ckpt_path:
                     load_checkpoint(ckpt_path)  # refuse a tampered checkpoint before Lightning
@@ -464,22 +503,15 @@ class MoERetrieverClassifier:
         seed: int,
         encoders: dict[str, torch.nn.Module] | None = None,
     ) -> MultimodalClassifier:
-        parts = cfg.parts()
-        return MultimodalClassifier(
-            dims,
-            n_classes,
-            cfg.model,
-            completion=parts.completion,
-            completion_cfg=parts.completion_options,
-            encoders=encoders or None,
-            seed=seed,  # the run's seed reaches the supporting-group draws
-            head=parts.head,
-            head_cfg=parts.head_options,
-        )
+        return build_model(cfg, dims, n_classes, seed, encoders)
 
     @staticmethod
     def _trainer(
-        cfg: TrainConfig, root: Path, callbacks: list[L.Callback], has_val: bool
+        cfg: TrainConfig,
+        root: Path,
+        callbacks: list[L.Callback],
+        has_val: bool,
+        logs: bool = False,
     ) -> L.Trainer:
         rt = cfg.runtime
         deterministic: bool | Literal["warn"] = rt.deterministic
@@ -501,7 +533,7 @@ class MoERetrieverClassifier:
             deterministic=deterministic,
             enable_progress_bar=rt.progress_bar,
             enable_model_summary=False,
-            logger=False,
+            logger=make_logger(rt.logger, root) if logs else False,
             callbacks=callbacks,
             default_root_dir=str(root),
             num_sanity_val_steps=0,
@@ -526,16 +558,11 @@ class MoERetrieverClassifier:
                     f"trained on {self.modalities_}"
                 )
             order = [data.modalities.index(m) for m in self.modalities_]
-            data = MultimodalData(
+            data = data.replace(
                 modalities=list(self.modalities_),
                 X={m: data.X[m] for m in self.modalities_},
                 observed=data.observed[:, order],
-                y=data.y,
-                ids=data.ids,
-                class_names=list(data.class_names),
                 feature_names={m: data.feature_names[m] for m in self.modalities_},
-                name=data.name,
-                attrs=dict(data.attrs),
             )
         check_predictable(data)
         return TensorSet.from_data(self.preprocessor_.transform(data))
@@ -609,7 +636,7 @@ class MoERetrieverClassifier:
         ``{"usage": {target: {combination: {"tokens", "experts", "mean_weight"}}},
         "fallback": {reason: count}}``; ``usage`` is empty for methods that do not route.
         """
-        from moe_retriever.training.routing import merge_routing_info
+        from moe_retriever.completion.routing import merge_routing_info
 
         self._check_fitted()
         infos = self._run(data, lambda m, b: self._forward(m, b).info)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from moe_retriever.model import MultimodalClassifier
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.metrics import METRIC_NAMES, classification_metrics
 
@@ -75,24 +76,80 @@ FALLBACK_SCORE = -100.0
 
 
 def balanced_class_weights(y: np.ndarray, n_classes: int) -> Tensor:
-    """``n / (C * count_c)`` per class (scikit-learn's "balanced"); absent classes get 0."""
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    """``n / (C * count_c)`` per class: scikit-learn's ``compute_class_weight("balanced")``
+    with C = ``n_classes``; a class absent from ``y`` (which scikit-learn refuses) gets 0."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray(y, dtype=np.int64)
+    present = np.unique(y)
+    w = np.zeros(n_classes, dtype=np.float64)
+    # scikit-learn divides by the number of classes present; rescale to all n_classes
+    w[present] = compute_class_weight("balanced", classes=present, y=y) * (len(present) / n_classes)
     return torch.tensor(w, dtype=torch.float32)
 
 
+def build_model(
+    cfg: TrainConfig,
+    dims: dict[str, int],
+    n_classes: int,
+    seed: int,
+    encoders: dict[str, nn.Module] | None = None,
+) -> MultimodalClassifier:
+    """The model a config describes: its method's parts (checked) on ``cfg.model``'s sizes."""
+    parts = cfg.parts()
+    return MultimodalClassifier(
+        dims,
+        n_classes,
+        cfg.model,
+        completion=parts.completion,
+        completion_cfg=parts.completion_options,
+        encoders=encoders or None,
+        seed=seed,  # the run's seed reaches the supporting-group draws
+        head=parts.head,
+        head_cfg=parts.head_options,
+    )
+
+
 class ClassifierModule(L.LightningModule):
-    """Wraps a ``MultimodalClassifier`` for ``lightning.Trainer``."""
+    """Wraps a ``MultimodalClassifier`` for ``lightning.Trainer``.
+
+    The resolved config, seed, classes, modality sizes and class count are saved as
+    hyperparameters in every checkpoint, so ``ClassifierModule.load_from_checkpoint(path,
+    weights_only=True)`` rebuilds the model from them and restores its weights and training
+    pool (a model with built encoder modules needs ``model=`` passed again).
+    """
 
     def __init__(
         self,
-        model: nn.Module,
-        config: TrainConfig,
-        seed: int,
+        model: nn.Module | None = None,
+        config: TrainConfig | dict[str, Any] | None = None,
+        seed: int = 0,
         class_weights: Tensor | None = None,
         class_names: list[str] | None = None,
+        dims: dict[str, int] | None = None,
+        n_classes: int | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(config, dict):
+            config = TrainConfig.from_dict(config)
+        config = config or TrainConfig()
+        dims = dims or getattr(model, "dims", None)
+        n_classes = n_classes or getattr(model, "n_classes", None)
+        if model is None:
+            if dims is None or n_classes is None:
+                raise ValueError("ClassifierModule needs a model, or dims and n_classes")
+            model = build_model(config, dims, int(n_classes), int(seed))
+        # what rebuilds the model goes into every checkpoint (and the logger's hparams.yaml);
+        # the model itself is not a hyperparameter (it is the state dict)
+        self.save_hyperparameters(
+            {
+                "config": config.to_dict(),
+                "seed": int(seed),
+                "class_names": class_names,
+                "dims": None if dims is None else {str(m): int(d) for m, d in dims.items()},
+                "n_classes": None if n_classes is None else int(n_classes),
+            },
+        )
         self.model = model
         self.config = config
         self.seed = int(seed)

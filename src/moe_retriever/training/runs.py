@@ -85,17 +85,26 @@ def unique_run_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
-def load_run_data(source: str) -> MultimodalData:
+def load_run_data(source: str, layout: str | None = None) -> MultimodalData:
     from moe_retriever.datasets import load_data
 
-    return load_data(source)
+    return load_data(source, layout=layout)
 
 
 def make_run_split(data: MultimodalData, cfg: TrainConfig) -> Split:
+    """``data.split_file`` when set, else the split a layout's splits file gave the data
+    (ADNI / MIMIC-IV, :func:`~moe_retriever.data.layouts.layout_split`), else a seeded
+    stratified split."""
     if cfg.data.split_file:
         split = Split.load(cfg.data.split_file)
         split.check(data)
         return split
+    from moe_retriever.data.layouts import layout_split
+
+    fixed = layout_split(data)
+    if fixed is not None:
+        fixed.check(data)
+        return fixed
     return make_split(data, cfg.data.val_fraction, cfg.data.test_fraction, seed=cfg.data.split_seed)
 
 

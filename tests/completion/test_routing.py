@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from moe_retriever.benchmark.router import routing_markdown, summarize_routing
+from moe_retriever.completion.routing import routing_markdown, routing_shares
 
 
 def _stats(counts_a: dict[str, int], counts_b: dict[str, int]) -> dict:
@@ -24,7 +24,7 @@ def _stats(counts_a: dict[str, int], counts_b: dict[str, int]) -> dict:
 
 def test_balanced_usage_has_entropy_one_and_single_expert_zero():
     stats = _stats({"a#0": 2, "a#1": 2, "shared#0": 2, "shared#1": 2}, {"b#0": 4})
-    s = summarize_routing(stats, n_candidates=2, n_shared=2)
+    s = routing_shares(stats, n_candidates=2, n_shared=2)
     assert s["per_target"]["a"]["entropy"] == pytest.approx(1.0)
     assert s["per_target"]["b"]["entropy"] == pytest.approx(0.0)
     # token-weighted mean: a has 4 tokens, b has 4
@@ -37,15 +37,15 @@ def test_balanced_usage_has_entropy_one_and_single_expert_zero():
 
 def test_unused_eligible_experts_lower_the_entropy():
     stats = _stats({"a#0": 3, "a#1": 3}, {"b#0": 1, "b#1": 1})
-    known = summarize_routing(stats, n_candidates=2, n_shared=2)  # 4 eligible, 2 used
+    known = routing_shares(stats, n_candidates=2, n_shared=2)  # 4 eligible, 2 used
     assert known["per_target"]["a"]["entropy"] == pytest.approx(math.log(2) / math.log(4))
-    inferred = summarize_routing(stats)  # eligible inferred from the experts seen
+    inferred = routing_shares(stats)  # eligible inferred from the experts seen
     assert inferred["per_target"]["a"]["entropy"] == pytest.approx(1.0)
 
 
 def test_empty_usage_and_markdown():
-    s = summarize_routing({"usage": {}, "fallback": {}})
+    s = routing_shares({"usage": {}, "fallback": {}})
     assert math.isnan(s["entropy"])
-    md = routing_markdown({"rate=0.3/seed=0": summarize_routing(_stats({"a#0": 1}, {"b#1": 1}))})
+    md = routing_markdown({"rate=0.3/seed=0": routing_shares(_stats({"a#0": 1}, {"b#1": 1}))})
     assert "| rate=0.3/seed=0 | a | 4 |" in md
     assert routing_markdown({}) == ""
