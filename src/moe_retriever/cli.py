@@ -312,6 +312,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "(from one seed's model: --seed, default the first)",
     )
     p.add_argument(
+        "--explain",
+        action="store_true",
+        help="also write the head's per-sample interpretation (I2MoE's interaction weights, "
+        "I2M2's expert shares...) to <out>.explain.csv (from one seed's model: --seed, "
+        "default the first)",
+    )
+    p.add_argument(
         "--seed", type=int, default=None, help="use only this seed's model (default: all)"
     )
     p.set_defaults(func=_cmd_predict)
@@ -361,7 +368,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     emb_path = out.with_name(out.stem + ".embeddings.npy")
     emb_meta = out.with_name(out.stem + ".embeddings.json")
+    explain_path = out.with_name(out.stem + ".explain.csv")
     outs = [out, emb_path, emb_meta] if args.embeddings else [out]
+    if args.explain:
+        outs.append(explain_path)
     _check_outputs(outs, args.run_dir, args.data)
     for o in outs:
         if not os.access(o.resolve().parent, os.W_OK):
@@ -391,6 +401,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
         )
         print(f"completed embeddings {tuple(np.load(emb_path, mmap_mode='r').shape)} -> {emb_path}")
+    if args.explain:
+        frame = first.explain(data)
+        if frame.shape[1] <= 1:
+            _warn(
+                f"--explain: the {first.model_.head_name!r} head has no per-sample "
+                "interpretation; nothing written"
+            )
+        else:
+            frame.to_csv(explain_path, index=False)
+            print(f"per-sample interpretation ({frame.shape[1] - 1} columns) -> {explain_path}")
     return 0
 
 

@@ -145,6 +145,30 @@ def unused_options(
     return sorted(given - used)
 
 
+# ---------------------------------------------------------------------------- built-in presets
+# The fusion heads of SEED_METHODS.md run in masked mode by default (completion ``none``): the
+# published methods impute nothing, and masked mode is where each head's missing-data design is
+# exact (I2M2's output does not depend on a missing slot; I2MoE's reweighting sees the mask and
+# its perturbations count only where the modality is observed). Another completion is a config
+# away: ``method: i2moe`` + ``completion: {name: moe-retriever}`` ("completed" mode).
+register_preset(
+    Preset(
+        "i2m2",
+        completion="none",
+        head="i2m2",
+        description="I2M2: per-modality classifiers + a joint one, logits summed (masked mode)",
+    )
+)
+register_preset(
+    Preset(
+        "i2moe",
+        completion="none",
+        head="i2moe",
+        description="I2MoE: uniqueness/synergy/redundancy experts, reweighted (masked mode)",
+    )
+)
+
+
 __all__ = [
     "Parts",
     "Preset",

@@ -11,6 +11,8 @@ from moe_retriever.heads.base import (
     list_heads,
     register_head,
 )
+from moe_retriever.heads.i2m2 import I2M2Head
+from moe_retriever.heads.i2moe import I2MoEHead
 from moe_retriever.heads.transformer import TransformerFusion, TransformerHead
 
 __all__ = [
@@ -18,6 +20,8 @@ __all__ = [
     "Head",
     "HeadContext",
     "HeadOutput",
+    "I2M2Head",
+    "I2MoEHead",
     "TransformerFusion",
     "TransformerHead",
     "create_head",

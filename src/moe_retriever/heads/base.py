@@ -91,6 +91,12 @@ class Head(nn.Module):
         per observed combination (``observed`` (N, M)). ``None``: nothing to say."""
         return None
 
+    def interpret_axes(self) -> dict[str, list[str]]:
+        """Names along the second axis of each ``info["interpret"]`` tensor (experts, for
+        I2MoE's ``weights`` (B, K)); a third axis, where there is one, is the classes. Used to
+        name the columns of ``predict --explain``; unnamed axes are numbered."""
+        return {}
+
     def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
         """Write files (tables, plots) from :meth:`summarize`'s output under ``out_dir``;
         return their paths. The default writes nothing."""

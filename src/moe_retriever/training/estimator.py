@@ -669,6 +669,35 @@ class MoERetrieverClassifier:
             head = model.head.summarize(cat, self._label_index(data), self._tensors(data).observed)
         return {"completion": comp, "head": head}
 
+    def explain(self, data: MultimodalData) -> Any:
+        """The head's per-sample interpretable outputs on ``data`` as a ``pandas.DataFrame``,
+        one row per sample keyed by its id (column ``id``), e.g. I2MoE's interaction weights
+        ``weights_U_<modality>``, ``weights_S``, ``weights_R``. A (N, K) output gives K columns
+        named by the head's :meth:`~moe_retriever.heads.Head.interpret_axes` (numbered when
+        unnamed), a (N, K, C) one K * C columns ``<key>_<name>_<class>``. Only the ``id``
+        column for heads without such outputs. Member 0 of an ensemble."""
+        import pandas as pd
+
+        self._check_fitted()
+        parts = self._run(data, lambda m, b: self._forward(m, b).info["head"].get("interpret"))
+        frame = pd.DataFrame({"id": list(data.ids)})
+        keys = list(parts[0] or {}) if parts else []
+        axes = self.model_.head.interpret_axes()
+        columns: dict[str, np.ndarray] = {}
+        for key in keys:
+            value = torch.cat([p[key].float().cpu() for p in parts]).numpy()
+            if value.ndim == 1:
+                columns[key] = value
+                continue
+            names = axes.get(key) or [str(k) for k in range(value.shape[1])]
+            for k, name in enumerate(names):
+                if value.ndim == 2:
+                    columns[f"{key}_{name}"] = value[:, k]
+                else:
+                    for c, cls in enumerate(self.classes_):
+                        columns[f"{key}_{name}_{cls}"] = value[:, k, c]
+        return pd.concat([frame, pd.DataFrame(columns)], axis=1)
+
     def write_report(self, data: MultimodalData, out_dir: str | Path) -> list[Path]:
         """:meth:`interpretation` of ``data`` written by the parts' ``report`` hooks under
         ``out_dir`` (tables, plots); returns the files written."""

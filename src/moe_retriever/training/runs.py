@@ -240,6 +240,8 @@ def _train_seeds(
             write_predictions(
                 seed_dir / "test_predictions.csv", test, est.predict_proba(test), est.classes_
             )
+            # the parts' own report (I2MoE's interaction weights...) on the test split
+            est.write_report(test, seed_dir)
             _write_json(done, result)
         else:
             result.pop("routing")
