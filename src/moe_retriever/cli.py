@@ -422,6 +422,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default: 0 1 2)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=["moe-retriever", "zero"],
+        help="methods to compare (default: moe-retriever zero); e.g. i2moe writes and names "
+        "its interaction-weight plots",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -432,7 +439,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = demo_config()
     if args.no_progress:
         cfg.runtime.progress_bar = False
-    run_demo(args.out, seeds=args.seeds, config=cfg)
+    for method in args.methods:
+        _check_method(method)
+    run_demo(args.out, seeds=args.seeds, methods=args.methods, config=cfg)
     return 0
 
 

@@ -214,7 +214,7 @@ def test_deep_methods_end_to_end_fidelity_and_router(tiny: MultimodalData, tmp_p
     )
     res = run_benchmark(
         tiny,
-        ["moe-retriever", "mean", "complete-case"],
+        ["moe-retriever", "mean", "complete-case", "none"],
         [0.0, 0.5],
         [0],
         cfg,
@@ -224,6 +224,7 @@ def test_deep_methods_end_to_end_fidelity_and_router(tiny: MultimodalData, tmp_p
     assert not res.meta["failures"], res.meta["failures"]
     raw = pd.DataFrame(res.rows)
     fid = raw[raw.metric == "fidelity_cosine"]
+    # "none" fills nothing (masked mode): no fidelity to report, not a cosine of 0
     assert set(fid["method"]) == {"moe-retriever", "mean", "complete-case"}
     assert set(fid["missing_rate"]) == {0.5}
     assert ((fid["value"] >= -1) & (fid["value"] <= 1)).all()

@@ -122,3 +122,16 @@ def test_predict_explain_without_interpretation_says_so(
     assert main(["predict", str(run), str(folder), "--out", str(pred), "--explain"]) == 0
     assert "has no per-sample interpretation" in capsys.readouterr().err
     assert pred.is_file() and not (tmp_path / "pred.explain.csv").exists()
+
+
+def test_demo_output_says_where_the_i2moe_plot_is(tmp_path: Path, capsys: Any) -> None:
+    """``demo --methods i2moe``: the printed output names the interaction-weight plot."""
+    from moe_retriever.training.config import apply_overrides
+    from moe_retriever.training.demo import demo_config, run_demo
+
+    cfg = apply_overrides(demo_config(), [*TINY_SET, "runtime.progress_bar=false"])
+    run_demo(tmp_path / "demo", seeds=[0], methods=["i2moe"], config=cfg)
+    out = capsys.readouterr().out
+    listed = out.split("interpretation plots", 1)[1].splitlines()[1:]
+    plot = next(line.strip() for line in listed if line.strip().endswith("interaction_weights.png"))
+    assert Path(plot).is_file()

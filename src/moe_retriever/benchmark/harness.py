@@ -134,8 +134,12 @@ def register_method(name: str, kind: str, runner: Runner) -> None:
 
 
 def _fidelity_of(model: Any, inputs: RunInputs) -> dict[str, float] | None:
-    """Fidelity on the hidden test entries, for a model with retrieve/encode."""
+    """Fidelity on the hidden test entries, for a model with retrieve/encode; None for a
+    method that fills nothing (completion ``none``: its zeros are masked, not a guess)."""
     if not inputs.hidden_test.any():
+        return None
+    completion = getattr(getattr(model, "model_", None), "completion", None)
+    if completion is not None and not getattr(completion, "fills", True):
         return None
     completed = np.asarray(model.retrieve(inputs.test))
     true = np.asarray(model.encode(inputs.test_full))

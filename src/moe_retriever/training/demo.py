@@ -79,12 +79,22 @@ def run_demo(
         }
         (out / "comparison.json").write_text(json.dumps(summary, indent=2))
         (out / "comparison.md").write_text(
-            f"# MoE-Retriever vs zero-fill on {DEMO_DATASET}, seeds {base.seeds}\n\n"
-            f"```\n{table}\n```\n"
+            f"# {' vs '.join(methods)} on {DEMO_DATASET}, seeds {base.seeds}\n\n```\n{table}\n```\n"
         )
         plot_comparison(results, out / "comparison.png")
     say("")
     say(f"test metrics on {DEMO_DATASET} (mean ± std over seeds {base.seeds}):")
     say(table)
+    plots = [
+        f
+        for r in results.values()
+        for seed in r.get("per_seed", {}).values()
+        for f in seed.get("report_files", [])
+        if str(f).endswith(".png")
+    ]
+    if plots:  # e.g. I2MoE's interaction weights, I2M2's expert shares
+        say("\ninterpretation plots (test split, per seed):")
+        for f in plots:
+            say(f"  {f}")
     say(f"\nrun folders, plots and comparison.png in {out}/  ({elapsed:.0f} s)")
     return {"results": results, "table": table, "elapsed_seconds": elapsed}

@@ -241,8 +241,11 @@ def _train_seeds(
                 seed_dir / "test_predictions.csv", test, est.predict_proba(test), est.classes_
             )
             # the parts' own report (I2MoE's interaction weights...) on the test split
-            est.write_report(test, seed_dir)
+            files = est.write_report(test, seed_dir)
+            result["report_files"] = [str(Path(f)) for f in files]
             _write_json(done, result)
+            if files:
+                say(f"seed {seed}: interpretation: " + ", ".join(str(f) for f in files))
         else:
             result.pop("routing")
         per_seed[str(seed)] = result
