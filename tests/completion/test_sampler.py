@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -407,3 +408,20 @@ def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
         assert torch.equal(a, b)
         with pytest.raises(ValueError, match="support_select"):
             MultimodalClassifier(dims, 2, cfg, method, {"support_select": "nearest"})
+
+
+def test_top_k_stable_equals_the_stable_sort_with_ties() -> None:
+    """The similar selection's top-k keeps the documented tie rule (ties to the lower training
+    row): on scores full of ties, -inf non-members included, it equals the stable sort."""
+    from moe_retriever.completion.sampler import top_k_stable
+
+    g = torch.Generator().manual_seed(3)
+    for N, k in ((50, 5), (7, 5), (300, 12), (4, 4)):
+        score = torch.randint(0, 4, (40, N), generator=g).float()  # many ties at every cut
+        score[torch.rand(40, N, generator=g) < 0.3] = -math.inf
+        score[0] = -math.inf  # an empty pool
+        ref = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(top_k_stable(score, k), ref)
+    real = torch.randn(64, 1000, generator=g)
+    ref = torch.sort(real, dim=1, descending=True, stable=True).indices[:, :5]
+    assert torch.equal(top_k_stable(real, 5), ref)

@@ -370,11 +370,12 @@ class SimilarSelector:
     by construction; in a fallback pool a member's unobserved modalities count as zeros).
     Standardization uses the TRAINING pool's per-feature mean and std over the rows observing
     the modality (computed once per pool, no RNG, no evaluation data). Selection is
-    deterministic: ties go to the lower training row (stable sort). The pool, its fallback and
-    the exclusion of the sample's own row are those of :class:`SupportingGroupSampler`. When a
-    pool has fewer than k members (after exclusion), all of them are the group. Cost: one
+    deterministic: ties go to the lower training row (:func:`top_k_stable`). The pool, its
+    fallback and the exclusion of the sample's own row are those of
+    :class:`SupportingGroupSampler`. When a pool has fewer than k members (after exclusion),
+    all of them are the group. Cost: one
     (samples x N_train) similarity matrix per batch, built with one matmul per modality, and
-    a sort of each pair's row.
+    a top-k of each pair's row.
     """
 
     def __init__(self, pool: TrainingPool, eps: float = 1e-6) -> None:
@@ -456,10 +457,40 @@ class SimilarSelector:
         uniq, inv = torch.unique(torch.stack([b_idx, codes], 1), dim=0, return_inverse=True)
         sim = self.similarity(x, uniq[:, 0], uniq[:, 1])[inv]
         sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
-        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k_max]
+        order = top_k_stable(sim, k_max)
         mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
         rows = torch.where(mask, order, torch.zeros_like(order))
         return SupportDraw(rows, mask, counts)
+
+
+def top_k_stable(score: Tensor, k: int) -> Tensor:
+    """Column indices (n, k) of the k largest entries of each row of ``score`` (n, N), in
+    descending order, ties to the LOWER column: the first k of a stable descending sort.
+
+    ``torch.topk`` (O(N) per row instead of a full O(N log N) sort) does not promise an order
+    among equal values, so its k winners are reordered by (value desc, column asc), and the
+    rows where a value equal to the k-th one is left out (a tie across the cut, where topk
+    may have kept a higher column) fall back to the stable sort (rare with real-valued
+    similarities; -inf non-members tie when a pool is smaller than k). The result equals the
+    stable sort's on every input without NaN (tests/completion/test_sampler.py).
+    """
+    n, N = score.shape
+    k = min(k, N)
+    if n == 0 or k == 0:
+        return torch.zeros(n, k, dtype=torch.long, device=score.device)
+    val, idx = torch.topk(score, k, dim=1, largest=True, sorted=False)
+    by_col = idx.argsort(dim=1)
+    val, idx = val.gather(1, by_col), idx.gather(1, by_col)
+    by_val = val.argsort(dim=1, descending=True, stable=True)
+    val, idx = val.gather(1, by_val), idx.gather(1, by_val)
+    kth = val[:, -1:]
+    # a tie across the cut: more entries equal to the k-th value in the row than among the k
+    cut_tie = (score == kth).sum(1) > (val == kth).sum(1)
+    if bool(cut_tie.any()):
+        rows = cut_tie.nonzero().squeeze(1)
+        full = torch.sort(score[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        idx = idx.index_put((rows,), full)
+    return idx
 
 
 def encode_support_unique(
