@@ -14,8 +14,12 @@ Each measured step is forward + backward + Adam step. Reported: median samples/s
 ``speedup_vs_loop`` = batched / loop and ``overhead_vs_zero_fill`` = step time batched / step
 time zero fill, for both routing modes (top-level keys: the default ``pooled`` mode).
 
-    python benchmarks/retrieval_speed.py                  # CPU, writes benchmarks/results/
-    python benchmarks/retrieval_speed.py --device cuda --steps 50 --out gpu.json
+``--precision bf16-mixed`` / ``16-mixed`` run the forward under ``torch.autocast`` (weights
+and Adam in float32). ``--device cuda`` without a usable GPU prints that it was skipped and
+exits 0 without writing anything.
+
+    python benchmarks/retrieval_speed.py --threads 1      # CPU, writes benchmarks/results/
+    python benchmarks/retrieval_speed.py --device cuda --precision bf16-mixed --steps 50
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from _common import LoopCompletion, make_step, synthetic
 from moe_retriever.model import ModelConfig, MultimodalClassifier
 
 DIMS = [64, 96, 128, 192, 256]
+PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -58,7 +63,17 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
     model.set_training_pool(x, obs)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    step = make_step(model, opt, x, obs, y, args.batch, args.device, seed=args.seed)
+    step = make_step(
+        model,
+        opt,
+        x,
+        obs,
+        y,
+        args.batch,
+        args.device,
+        seed=args.seed,
+        autocast_dtype=PRECISIONS[args.precision],
+    )
     batched_retriever = model.completion
     loop_retriever = LoopCompletion(batched_retriever)
 
@@ -120,9 +135,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="training self-supervision: share of observed entries hidden and retrieved "
         f"(default: the library's, {ModelConfig.retrieval_dropout}; 0 = the retrieval alone)",
     )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        choices=list(PRECISIONS),
+        help="32-true (default) or mixed precision under torch.autocast",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--device {args.device}: no CUDA device here, skipped (nothing measured or written)")
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {mode: measure(mode, args) for mode in args.routing}
@@ -146,6 +170,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "retrieval_dropout": args.retrieval_dropout,
             "steps": args.steps,
             "device": args.device,
+            "device_name": torch.cuda.get_device_name(args.device)
+            if args.device.startswith("cuda")
+            else platform.processor() or "cpu",
+            "precision": args.precision,
             "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
@@ -155,7 +183,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = (
         Path(args.out)
         if args.out
-        else (Path(__file__).resolve().parent / "results" / f"retrieval_speed_{args.device}.json")
+        else (
+            Path(__file__).resolve().parent
+            / "results"
+            / f"retrieval_speed_{args.device.split(':')[0]}"
+            f"{'' if args.precision == '32-true' else '_' + args.precision}.json"
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

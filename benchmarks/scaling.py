@@ -25,9 +25,10 @@ The fitted exponents (slope of log time / log memory against log N, per M, over 
 printed and saved: 1 = linear in N.
 
 Epoch (``--epoch``): one full epoch (every training sample once, retrieval on from the first
-step) of ``MoERetrieverClassifier`` on a generated N = 10^6, M = 16, F = 8 data set with a
-small model (P = 2 tokens of width 16), through the library's own data module and trainer;
-reports the wall time of the fit, the number of steps and the peak RSS.
+step, random supporting groups) on a generated N = 10^6, M = 16, F = 8 data set (same
+missingness) with a small model (P = 2 tokens of width 16), through the library's data path
+(TensorSet, the data module's loader) and model with a plain Adam loop; reports the epoch's
+wall time, steps and peak RSS (progress lines on stderr while it runs).
 
     python benchmarks/scaling.py --threads 1            # grid, writes results/scaling_cpu.json
     python benchmarks/scaling.py --threads 1 --epoch    # + the 10^6 x 16 epoch (adds its row)
@@ -144,23 +145,30 @@ def run_point(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_epoch(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
-    """One full training epoch of the estimator on generated data (in this process)."""
+    """One full training epoch (every training sample once, retrieval on from the first step)
+    through the library's data path (TensorSet, MultimodalDataModule's loader) and model, with
+    a plain Adam loop (no validation or checkpoints, which are not what scales here). Prints
+    its progress every ``--epoch-report`` steps (stderr) so a run stopped early still tells
+    how far it got."""
     import numpy as np
+    import torch
+    import torch.nn.functional as F
 
     from moe_retriever.data.core import MultimodalData
-    from moe_retriever.training.config import TrainConfig
-    from moe_retriever.training.estimator import MoERetrieverClassifier
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+    from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet
 
     base = _peak_mb()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    n_val = max(1000, n // 100)
-    total = n + n_val
-    y = rng.integers(0, 4, total)
-    obs = _observed(total, m, seed=0).numpy()
+    y = rng.integers(0, 4, n)
+    obs = _observed(n, m, seed=0).numpy()
     X = {}
     for j in range(m):
         centers = rng.standard_normal((4, FEATURES)).astype(np.float32)
-        v = centers[y] + 2.0 * rng.standard_normal((total, FEATURES), dtype=np.float32)
+        v = centers[y] + 2.0 * rng.standard_normal((n, FEATURES), dtype=np.float32)
         v[~obs[:, j]] = np.nan
         X[f"m{j}"] = v
     data = MultimodalData(
@@ -168,45 +176,63 @@ def run_epoch(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
         X=X,
         observed=obs,
         y=y,
-        ids=np.arange(total).astype(str).astype(object),
+        ids=np.arange(n).astype(str).astype(object),
         class_names=[f"c{c}" for c in range(4)],
         name="scaling",
     )
-    train = data.select_ids(data.ids[:n])
-    val = data.select_ids(data.ids[n:])
+    ts = TensorSet.from_data(data)
     del data, X
-    cfg = TrainConfig()
-    for key, value in {
-        "model.n_tokens": 2,
-        "model.dim": 16,
-        "model.n_heads": 2,
-        "model.head_hidden": 16,
-        "model.encoder_hidden": 16,
-        "train.epochs": 1,
-        "train.warmup_epochs": 0,
-        "train.batch_size": args.epoch_batch,
-        "train.patience": None,
-        "runtime.progress_bar": False,
-        "runtime.eval_batch_size": 4096,
-        "runtime.threads": args.threads or None,
-    }.items():
-        cfg.set(key, value)
-    cfg.completion = {"support_select": args.epoch_select}
-    est = MoERetrieverClassifier(method="moe-retriever", config=cfg, seed=0)
+    cfg = ModelConfig(n_tokens=2, dim=16, n_heads=2, head_hidden=16, encoder_hidden=16)
+    model = MultimodalClassifier(
+        {f"m{j}": FEATURES for j in range(m)},
+        4,
+        cfg,
+        "moe-retriever",
+        {"support_select": args.epoch_select},
+        seed=0,
+    )
     t0 = time.perf_counter()
-    est.fit(train, val)
-    fit_s = time.perf_counter() - t0
+    model.set_training_pool(ts.x, ts.observed)
+    pool_s = time.perf_counter() - t0
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loader = MultimodalDataModule(ts, None, args.epoch_batch, seed=0).train_dataloader()
+    n_steps = len(loader)
+    seen = 0
+    losses = []
+    t0 = time.perf_counter()
+    for step, batch in enumerate(loader):
+        out = model(
+            batch["x"], batch["observed"], batch["keys"], pool_index=batch["index"], y=batch["y"]
+        )
+        loss = F.cross_entropy(out.logits, batch["y"]) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += int(batch["index"].shape[0])
+        losses.append(float(loss.detach()))
+        if (step + 1) % args.epoch_report == 0 or step + 1 == n_steps:
+            print(
+                f"step {step + 1}/{n_steps}: {time.perf_counter() - t0:.0f} s, "
+                f"peak RSS {_peak_mb():.0f} MB, loss {statistics.mean(losses[-50:]):.3f}",
+                file=sys.stderr,
+                flush=True,
+            )
+    epoch_s = time.perf_counter() - t0
     return {
         "n_train": n,
-        "n_val": n_val,
         "m": m,
         "features_per_modality": FEATURES,
+        "missing_rate": MISSING,
         "batch": args.epoch_batch,
-        "steps": math.ceil(n / args.epoch_batch),
+        "steps": n_steps,
+        "samples_seen": seen,
         "support_select": args.epoch_select,
-        "model": "P=2, D=16, moe-retriever C=8 S=4 top-k 4",
-        "fit_s": fit_s,
-        "epochs": 1,
+        "model": "P=2, D=16, moe-retriever C=8 S=4 top-k 4, retrieval_dropout 0.3",
+        "pool_s": pool_s,
+        "epoch_s": epoch_s,
+        "loss_first_50": statistics.mean(losses[:50]),
+        "loss_last_50": statistics.mean(losses[-50:]),
         "base_rss_mb": base,
         "peak_rss_mb": _peak_mb(),
     }
@@ -214,9 +240,9 @@ def run_epoch(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def _child(flag: str, n: int, m: int, passthrough: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, __file__, flag, str(n), str(m), *passthrough]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{flag} N={n} M={m} failed:\n{res.stderr[-3000:]}")
+        raise RuntimeError(f"{flag} N={n} M={m} failed (exit {res.returncode})")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -244,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epoch-m", type=int, default=16)
     p.add_argument("--epoch-batch", type=int, default=1024)
     p.add_argument("--epoch-select", default="random", choices=["random", "similar"])
+    p.add_argument("--epoch-report", type=int, default=25, help="progress every n steps")
     p.add_argument("--skip-grid", action="store_true", help="only the epoch (keeps the grid)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     p.add_argument("--point", nargs=2, type=int, help=argparse.SUPPRESS)  # internal: N M
@@ -260,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--batch", str(args.batch), "--draws", str(args.draws),
         "--similar-batch", str(args.similar_batch), "--threads", str(args.threads),
         "--epoch-batch", str(args.epoch_batch), "--epoch-select", args.epoch_select,
+        "--epoch-report", str(args.epoch_report),
     ]  # fmt: skip
     report: dict[str, Any] = json.loads(out.read_text()) if args.skip_grid else {}
     if not args.skip_grid:
@@ -314,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["epoch"] = ep
         print(
             f"epoch: N={ep['n_train']} M={ep['m']} ({ep['steps']} steps of {ep['batch']}, "
-            f"{ep['support_select']} groups): {ep['fit_s']:.0f} s, peak RSS "
+            f"{ep['support_select']} groups): {ep['epoch_s']:.0f} s, peak RSS "
             f"{ep['peak_rss_mb']:.0f} MB"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
