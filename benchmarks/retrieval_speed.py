@@ -12,7 +12,10 @@ load hits all three alike:
 
 Each measured step is forward + backward + Adam step. Reported: median samples/s per way,
 ``speedup_vs_loop`` = batched / loop and ``overhead_vs_zero_fill`` = step time batched / step
-time zero fill, for both routing modes (top-level keys: the default ``pooled`` mode).
+time zero fill, for both routing modes (top-level keys: the default ``pooled`` mode), and
+beside it ``flops_vs_zero_fill``: the ratio of the two steps' matmul / attention FLOPs
+(forward + backward, ``torch.utils.flop_counter``), i.e. how much more work the retrieval step
+does; a time ratio near the FLOP ratio means the overhead is the method's own arithmetic.
 
 ``--precision bf16-mixed`` / ``16-mixed`` run the forward under ``torch.autocast`` (weights
 and Adam in float32). ``--device cuda`` without a usable GPU prints that it was skipped and
@@ -94,12 +97,23 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
         times["zero_fill"].append(run("zero_fill"))
         if r % args.loop_every == 0:
             times["per_sample_loop"].append(run("per_sample_loop"))
+    # the work itself: matmul / attention FLOPs of one step (forward + backward) per way,
+    # counted by torch's FlopCounterMode (element-wise ops are not counted)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for way in ("batched", "zero_fill"):
+        with FlopCounterMode(display=False) as counter:
+            run(way)
+        flops[way] = counter.get_total_flops()
     med = {k: statistics.median(v) for k, v in times.items()}
     sps = {k: args.batch / v for k, v in med.items()}
     return {
         "samples_per_s": sps,
         "speedup_vs_loop": sps["batched"] / sps["per_sample_loop"],
         "overhead_vs_zero_fill": med["batched"] / med["zero_fill"],
+        "flops_vs_zero_fill": flops["batched"] / flops["zero_fill"],
+        "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
         "median_step_s": med,
         "n_steps": {k: len(v) for k, v in times.items()},
         "observed_fraction": float(obs.float().mean()),
@@ -197,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"[{mode}] samples/s batched {s['batched']:.1f}, loop {s['per_sample_loop']:.1f}, "
             f"zero fill {s['zero_fill']:.1f} | speedup vs loop {r['speedup_vs_loop']:.2f}x | "
-            f"overhead vs zero fill {r['overhead_vs_zero_fill']:.2f}x"
+            f"overhead vs zero fill {r['overhead_vs_zero_fill']:.2f}x (FLOPs "
+            f"{r['flops_vs_zero_fill']:.2f}x: {r['gflop_per_step']['batched']:.1f} vs "
+            f"{r['gflop_per_step']['zero_fill']:.1f} GFLOP per step)"
         )
     print(f"wrote {out}")
     return report
