@@ -79,19 +79,24 @@ def make_step(
     batch: int,
     device: str,
     seed: int = 0,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Callable[[bool], float]:
     """A closure running one full training step (forward, backward, Adam) on a random batch;
-    returns its wall time in seconds."""
+    returns its wall time in seconds. ``autocast_dtype`` (e.g. ``torch.bfloat16``): the
+    forward runs under ``torch.autocast`` (mixed precision; weights and optimizer stay
+    float32)."""
     g = torch.Generator().manual_seed(seed)
     n = obs.shape[0]
+    device_type = torch.device(device).type
 
     def step(retrieve: bool) -> float:
         idx = torch.randint(0, n, (batch,), generator=g).to(device)
         xb = {m: v[idx] for m, v in x.items()}
         sync(device)
         t0 = time.perf_counter()
-        out = model(xb, obs[idx], idx, retrieve=retrieve)
-        loss = F.cross_entropy(out.logits, y[idx]) + out.aux_loss
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(xb, obs[idx], idx, retrieve=retrieve)
+            loss = F.cross_entropy(out.logits.float(), y[idx]) + out.aux_loss.float()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -12,10 +12,17 @@ load hits all three alike:
 
 Each measured step is forward + backward + Adam step. Reported: median samples/s per way,
 ``speedup_vs_loop`` = batched / loop and ``overhead_vs_zero_fill`` = step time batched / step
-time zero fill, for both routing modes (top-level keys: the default ``pooled`` mode).
+time zero fill, for both routing modes (top-level keys: the default ``pooled`` mode), and
+beside it ``flops_vs_zero_fill``: the ratio of the two steps' matmul / attention FLOPs
+(forward + backward, ``torch.utils.flop_counter``), i.e. how much more work the retrieval step
+does; a time ratio near the FLOP ratio means the overhead is the method's own arithmetic.
 
-    python benchmarks/retrieval_speed.py                  # CPU, writes benchmarks/results/
-    python benchmarks/retrieval_speed.py --device cuda --steps 50 --out gpu.json
+``--precision bf16-mixed`` / ``16-mixed`` run the forward under ``torch.autocast`` (weights
+and Adam in float32). ``--device cuda`` without a usable GPU prints that it was skipped and
+exits 0 without writing anything.
+
+    python benchmarks/retrieval_speed.py --threads 1      # CPU, writes benchmarks/results/
+    python benchmarks/retrieval_speed.py --device cuda --precision bf16-mixed --steps 50
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from _common import LoopCompletion, make_step, synthetic
 from moe_retriever.model import ModelConfig, MultimodalClassifier
 
 DIMS = [64, 96, 128, 192, 256]
+PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -58,7 +66,17 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
     model.set_training_pool(x, obs)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    step = make_step(model, opt, x, obs, y, args.batch, args.device, seed=args.seed)
+    step = make_step(
+        model,
+        opt,
+        x,
+        obs,
+        y,
+        args.batch,
+        args.device,
+        seed=args.seed,
+        autocast_dtype=PRECISIONS[args.precision],
+    )
     batched_retriever = model.completion
     loop_retriever = LoopCompletion(batched_retriever)
 
@@ -79,12 +97,23 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
         times["zero_fill"].append(run("zero_fill"))
         if r % args.loop_every == 0:
             times["per_sample_loop"].append(run("per_sample_loop"))
+    # the work itself: matmul / attention FLOPs of one step (forward + backward) per way,
+    # counted by torch's FlopCounterMode (element-wise ops are not counted)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for way in ("batched", "zero_fill"):
+        with FlopCounterMode(display=False) as counter:
+            run(way)
+        flops[way] = counter.get_total_flops()
     med = {k: statistics.median(v) for k, v in times.items()}
     sps = {k: args.batch / v for k, v in med.items()}
     return {
         "samples_per_s": sps,
         "speedup_vs_loop": sps["batched"] / sps["per_sample_loop"],
         "overhead_vs_zero_fill": med["batched"] / med["zero_fill"],
+        "flops_vs_zero_fill": flops["batched"] / flops["zero_fill"],
+        "gflop_per_step": {k: v / 1e9 for k, v in flops.items()},
         "median_step_s": med,
         "n_steps": {k: len(v) for k, v in times.items()},
         "observed_fraction": float(obs.float().mean()),
@@ -120,9 +149,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="training self-supervision: share of observed entries hidden and retrieved "
         f"(default: the library's, {ModelConfig.retrieval_dropout}; 0 = the retrieval alone)",
     )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        choices=list(PRECISIONS),
+        help="32-true (default) or mixed precision under torch.autocast",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/...)")
     args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"--device {args.device}: no CUDA device here, skipped (nothing measured or written)")
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     results = {mode: measure(mode, args) for mode in args.routing}
@@ -146,6 +184,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "retrieval_dropout": args.retrieval_dropout,
             "steps": args.steps,
             "device": args.device,
+            "device_name": torch.cuda.get_device_name(args.device)
+            if args.device.startswith("cuda")
+            else platform.processor() or "cpu",
+            "precision": args.precision,
             "torch_threads": torch.get_num_threads(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
@@ -155,7 +197,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = (
         Path(args.out)
         if args.out
-        else (Path(__file__).resolve().parent / "results" / f"retrieval_speed_{args.device}.json")
+        else (
+            Path(__file__).resolve().parent
+            / "results"
+            / f"retrieval_speed_{args.device.split(':')[0]}"
+            f"{'' if args.precision == '32-true' else '_' + args.precision}.json"
+        )
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
@@ -164,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(
             f"[{mode}] samples/s batched {s['batched']:.1f}, loop {s['per_sample_loop']:.1f}, "
             f"zero fill {s['zero_fill']:.1f} | speedup vs loop {r['speedup_vs_loop']:.2f}x | "
-            f"overhead vs zero fill {r['overhead_vs_zero_fill']:.2f}x"
+            f"overhead vs zero fill {r['overhead_vs_zero_fill']:.2f}x (FLOPs "
+            f"{r['flops_vs_zero_fill']:.2f}x: {r['gflop_per_step']['batched']:.1f} vs "
+            f"{r['gflop_per_step']['zero_fill']:.1f} GFLOP per step)"
         )
     print(f"wrote {out}")
     return report

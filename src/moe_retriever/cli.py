@@ -533,6 +533,31 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="with --vary init: the seed of the fixed split and mask (default: 0)",
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="fits run in parallel, each in its own process with cores / jobs threads "
+        "(default: 1, one after another in this process)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local = this machine (--jobs processes); ray = Ray tasks (needs "
+        "pip install 'moe-retriever[ray]'; default: local)",
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        help="address of a running Ray cluster for --backend ray (default: start a local Ray)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished cells stored under OUT/cells by an earlier, interrupted run of "
+        "the same grid and fit only the others",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
     p.set_defaults(func=_cmd_benchmark)
@@ -542,6 +567,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     import shlex
     from pathlib import Path
 
+    from moe_retriever.benchmark.grid import GridOptions
     from moe_retriever.benchmark.harness import resolve_methods, run_benchmark
     from moe_retriever.datasets import load_data
     from moe_retriever.training.config import TrainConfig, apply_overrides
@@ -565,6 +591,17 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise UserError("--split-seed applies to --vary init only")
     if len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds must be distinct (they are the paired units), got {args.seeds}")
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.ray_address and args.backend != "ray":
+        raise UserError("--ray-address applies to --backend ray only")
+    if args.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "--backend ray needs Ray: pip install 'moe-retriever[ray]' (or pip install ray)"
+            ) from None
     for ref in args.reference or []:
         if ref != "best-anchor" and ref not in methods:
             raise UserError(
@@ -607,7 +644,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.vary != "split":
         parts += ["--vary", args.vary, "--split-seed", str(args.split_seed)]
     parts += ["--out", str(out)]
-    command = " ".join(shlex.quote(x) for x in parts)
+    command = " ".join(shlex.quote(x) for x in parts)  # how to run, not what: no --jobs etc.
+    grid = GridOptions(
+        jobs=args.jobs,
+        backend=args.backend,
+        ray_address=args.ray_address,
+        resume=args.resume,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )
     result = run_benchmark(
         data,
         methods,
@@ -623,6 +667,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         cv=args.cv,
         references=args.reference,
         interval=args.interval,
+        grid=grid,
     )
     print()
     md = Path(result.paths["md"]).read_text()

@@ -123,9 +123,11 @@ class _PoolBuffers(nn.Module):
 
     @staticmethod
     def _resize(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        # always fresh tensors: the pool may share memory with the caller's arrays
+        # (set_training_pool), which a load must never write into
         for name, buf in list(module._buffers.items()):
             src = state_dict.get(prefix + name)
-            if buf is not None and src is not None and src.shape != buf.shape:
+            if buf is not None and src is not None:
                 module._buffers[name] = torch.empty(src.shape, dtype=buf.dtype, device=buf.device)
 
 
@@ -261,7 +263,12 @@ class MultimodalClassifier(nn.Module):
     def set_training_pool(self, x: dict[str, Tensor], observed: Tensor) -> None:
         """Keep the TRAINING inputs (``x[m]`` (N, F_m), preprocessed) and ``observed`` (N, M)
         for methods that draw from them. Unobserved rows are zeroed (they may hold NaN);
-        observed rows must be finite. Never pass validation or test samples here."""
+        observed rows must be finite. Never pass validation or test samples here.
+
+        No copy when it is not needed: a float32 ``x[m]`` on the model's device whose
+        unobserved rows are already zero (a :class:`~moe_retriever.training.datamodule.TensorSet`
+        is) is kept as is, sharing memory with the caller's array; otherwise one zero-filled
+        float32 copy is made. ``load_state_dict`` never writes into it (fresh buffers)."""
         obs = torch.as_tensor(observed)
         if obs.dtype != torch.bool or obs.dim() != 2 or obs.shape[1] != len(self.modalities):
             raise ValueError(
@@ -278,7 +285,9 @@ class MultimodalClassifier(nn.Module):
                     f"training pool modality {m!r}: expected shape ({obs.shape[0]}, "
                     f"{self.dims[m]}), got {tuple(v.shape)}"
                 )
-            v = torch.where(obs[:, j, None].to(v.device), v, torch.zeros_like(v))
+            o = obs[:, j].to(v.device)
+            if bool((v[~o] != 0).any()):  # NaN counts as non-zero: zero-fill, one copy
+                v = torch.where(o[:, None], v, torch.zeros_like(v))
             bad = (~torch.isfinite(v)).any(dim=1).nonzero().squeeze(1)
             if bad.numel():
                 raise ValueError(

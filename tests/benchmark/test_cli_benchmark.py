@@ -72,6 +72,8 @@ def test_benchmark_option_conflicts_are_one_line_exit_2(tmp_path, capsys):
         (["--split-seed", "3"], "--vary init only"),
         (["--reference", "hgb"], "--reference 'hgb' is not among"),
         (["--seeds", "1", "1"], "distinct"),
+        (["--jobs", "0"], "--jobs must be >= 1"),
+        (["--ray-address", "ray://head:10001"], "--backend ray only"),
     ):
         rc = main(base + extra)
         err = capsys.readouterr().err
@@ -92,3 +94,15 @@ def test_bad_rate_is_one_line_exit_2(tmp_path, capsys):
     rc = main(["benchmark", "synthetic", "--missing-rates", "1.5", "--out", str(tmp_path)])
     assert rc == 2
     assert "--missing-rates" in capsys.readouterr().err
+
+
+def test_benchmark_resume_loads_the_finished_cells(tmp_path, capsys):
+    args = ["benchmark", "synthetic", "--methods", "lr-mean-impute", "--missing-rates", "0"]
+    args += ["--seeds", "0", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 2
+    first = (tmp_path / "results.csv").read_text()
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "resume: 2 finished cell(s) loaded, 0 to fit" in capsys.readouterr().out
+    assert (tmp_path / "results.csv").read_text() == first  # timings included: nothing refit

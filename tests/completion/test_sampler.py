@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -407,3 +408,83 @@ def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
         assert torch.equal(a, b)
         with pytest.raises(ValueError, match="support_select"):
             MultimodalClassifier(dims, 2, cfg, method, {"support_select": "nearest"})
+
+
+def test_top_k_stable_equals_the_stable_sort_with_ties() -> None:
+    """The similar selection's top-k keeps the documented tie rule (ties to the lower training
+    row): on scores full of ties, -inf non-members included, it equals the stable sort."""
+    from moe_retriever.completion.sampler import top_k_stable
+
+    g = torch.Generator().manual_seed(3)
+    for N, k in ((50, 5), (7, 5), (300, 12), (4, 4)):
+        score = torch.randint(0, 4, (40, N), generator=g).float()  # many ties at every cut
+        score[torch.rand(40, N, generator=g) < 0.3] = -math.inf
+        score[0] = -math.inf  # an empty pool
+        ref = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :k]
+        assert torch.equal(top_k_stable(score, k), ref)
+    real = torch.randn(64, 1000, generator=g)
+    ref = torch.sort(real, dim=1, descending=True, stable=True).indices[:, :5]
+    assert torch.equal(top_k_stable(real, 5), ref)
+
+
+def test_superset_bitsets_equal_brute_force_across_word_boundaries() -> None:
+    """The packed superset test finds exactly the occurring codes containing each need, in
+    ascending order, with more than 64 codes (several words, bit 63 included)."""
+    obs = _observed(4000, 12, seed=8, p=0.55)
+    s = SupportingGroupSampler(obs)
+    assert s.codes.numel() > 200 and s._has_bit.shape[1] >= 4
+    g = torch.Generator().manual_seed(1)
+    need = torch.randint(1, 1 << 12, (300,), generator=g)
+    need = need & torch.randint(0, 1 << 12, (300,), generator=g) | 1  # small and large sets
+    key, code = s._superset_codes(need)
+    for i in range(need.shape[0]):
+        got = s.codes[code[key == i]]
+        want = s.codes[(s.codes & need[i]) == need[i]]
+        assert torch.equal(got, want)
+
+
+def test_a_bounded_pool_cache_draws_the_same_groups() -> None:
+    """max_segments bounds the cache's memory: it is emptied when full, and since a pool's
+    member order depends only on the training mask, the draws are those of an unbounded cache."""
+    obs = _observed(3000, 10, seed=9, p=0.6)
+    small = SupportingGroupSampler(obs, seed=4, max_segments=50)
+    big = SupportingGroupSampler(obs, seed=4)
+    for b in range(6):
+        bobs = _observed(64, 10, seed=100 + b, p=0.5)
+        target, codes = _pairs(bobs, torch.arange(64))
+        for training in (True, False):
+            keys = torch.arange(len(target)) + 1000 * b
+            d1 = small.draw(target, codes, training, keys)
+            d2 = big.draw(target, codes, training, keys)
+            assert torch.equal(d1.index, d2.index) and torch.equal(d1.mask, d2.mask)
+    assert small.n_clears > 0 and big.n_clears == 0
+    assert small.seg_end.numel() < big.seg_end.numel()
+
+
+def test_similar_selection_in_chunks_equals_one_chunk() -> None:
+    """Chunking the (pairs x N_train) matrices (for a large training pool) changes nothing."""
+    from moe_retriever.completion.base import TrainingPool
+    from moe_retriever.completion.sampler import SimilarSelector
+
+    g = torch.Generator().manual_seed(5)
+    N, dims = 200, {"a": 3, "b": 4, "c": 2}
+    obs = _observed(N, 3, seed=31, p=0.6)
+    x = {
+        m: torch.randn(N, f, generator=g) * obs[:, j, None] for j, (m, f) in enumerate(dims.items())
+    }
+    pool = TrainingPool(list(dims), x, obs)
+    sampler = SupportingGroupSampler(obs, k=4)
+    b_idx, target = (~obs[:50]).nonzero(as_tuple=True)
+    codes = combination_codes(obs[:50])[b_idx]
+    bx = {m: v[:50] for m, v in x.items()}
+    exclude = b_idx.clone()  # training batch: the samples' own rows
+    one = SimilarSelector(pool).select(sampler, bx, b_idx, target, codes, exclude)
+    tiny = SimilarSelector(pool, chunk_entries=3 * N)  # 3 pairs per chunk
+    many = tiny.select(sampler, bx, b_idx, target, codes, exclude)
+    assert torch.equal(one.index, many.index) and torch.equal(one.mask, many.mask)
+    for k in one.counts:
+        assert int(one.counts[k]) == int(many.counts[k])
+    assert (
+        int(one.counts["self_dropped"]) >= 0
+        and not (many.index == exclude[:, None])[many.mask].any()
+    )

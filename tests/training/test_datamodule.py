@@ -44,3 +44,57 @@ def test_tensor_set_batches(splits: tuple[MultimodalData, ...]) -> None:
     assert set(batch["x"]) == set(data.modalities)
     assert batch["observed"].dtype == torch.bool and batch["y"].dtype == torch.int64
     assert not any(torch.isnan(v).any() for v in ts.x.values())  # unobserved rows -> 0
+
+
+def test_the_data_path_holds_the_arrays_once(splits: tuple[MultimodalData, ...]) -> None:
+    """Tensors, batches of every epoch and worker, and the model's training pool all index
+    into one float32 array per modality: no copy per epoch, per worker or for the pool."""
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+    from moe_retriever.training.datamodule import MultimodalDataModule
+
+    data = splits[0]
+    full = data.filled(0.0)
+    clean = MultimodalData(
+        modalities=data.modalities,
+        X=full,
+        observed=np.ones_like(data.observed),  # complete: no NaN to fill
+        y=data.y,
+        ids=data.ids,
+        class_names=data.class_names,
+    )
+    assert all(clean.X[m] is full[m] for m in data.modalities)  # float32 in: held as is
+    ts = TensorSet.from_data(clean)
+    for m in data.modalities:  # NaN-free preprocessed arrays: views, not copies
+        assert np.shares_memory(ts.x[m].numpy(), clean.X[m])
+    with_nan = TensorSet.from_data(data)  # NaN in unobserved rows: one zero-filled copy
+    assert not np.shares_memory(with_nan.x[data.modalities[0]].numpy(), data.X[data.modalities[0]])
+
+    dm = MultimodalDataModule(ts, None, batch_size=8, seed=0, num_workers=0)
+    ptrs = {m: v.data_ptr() for m, v in ts.x.items()}
+    for epoch in range(2):
+        loader = dm.train_dataloader()
+        assert loader.collate_fn.tensors is ts  # the loader holds the set, not a copy
+        loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            idx = batch["index"]
+            for m in data.modalities:
+                assert torch.equal(batch["x"][m], ts.x[m][idx])
+    assert {m: v.data_ptr() for m, v in ts.x.items()} == ptrs
+    workers = MultimodalDataModule(ts, None, batch_size=8, seed=0, num_workers=2)
+    first = next(iter(workers.train_dataloader()))
+    assert torch.equal(first["x"][data.modalities[0]], ts.x[data.modalities[0]][first["index"]])
+
+    cfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8, encoder_hidden=8)
+    model = MultimodalClassifier(data.dims, data.n_classes, cfg)
+    model.set_training_pool(ts.x, ts.observed)
+    pool = model.training_pool()
+    for m in data.modalities:  # the pool shares the tensors' memory
+        assert pool.x[m].data_ptr() == ts.x[m].data_ptr()
+    before = {m: v.clone() for m, v in ts.x.items()}
+    other = MultimodalClassifier(data.dims, data.n_classes, cfg)
+    other.set_training_pool({m: v + 1.0 for m, v in ts.x.items()}, ts.observed)
+    model.load_state_dict(other.state_dict())  # never written into the caller's arrays
+    assert all(torch.equal(ts.x[m], before[m]) for m in data.modalities)
+    assert torch.equal(
+        model.training_pool().x[data.modalities[0]], other.training_pool().x[data.modalities[0]]
+    )

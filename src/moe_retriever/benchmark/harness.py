@@ -62,6 +62,7 @@ import numpy as np
 
 from moe_retriever.benchmark.anchors import ANCHORS, create_anchor
 from moe_retriever.benchmark.fidelity import probe_fidelity, token_fidelity
+from moe_retriever.benchmark.grid import Cell, CellOutcome, GridOptions, run_cells
 from moe_retriever.benchmark.plots import plot_all
 from moe_retriever.benchmark.report import (
     TABLE_METRICS,
@@ -388,6 +389,7 @@ def run_benchmark(
     cv: int | None = None,
     references: Sequence[str] | None = None,
     interval: str = "t",
+    grid: GridOptions | None = None,
 ) -> BenchmarkResult:
     """Run ``methods`` x ``missing_rates`` x ``seeds`` on ``data``; write outputs to ``out``.
 
@@ -407,10 +409,18 @@ def run_benchmark(
     while the benchmark runs (restored afterwards); ``None`` leaves them alone. The default 1
     is measured: on 2 shared cores a miniacc MoE-Retriever fit took 5.7 s with 1 thread and
     29-34 s with 2, and a HistGradientBoosting fit 0.18 s against 5.7 s (docs/DEFAULTS.md).
+    They apply to the cells run in this process; parallel jobs divide the cores instead.
+
+    ``grid``: where the (method, rate, seed) cells run (:class:`~.grid.GridOptions`: ``jobs``
+    worker processes or ``backend="ray"``, ``resume`` from the cells stored under
+    ``out/cells``, a ``progress`` bar); default: one after another in this process. The rows
+    are the same whatever the backend (:mod:`moe_retriever.benchmark.grid`).
     """
     opts = _Options(vary, int(split_seed), cv, list(references) if references else None, interval)
     opts.check()
-    args = (data, methods, missing_rates, seeds, config, out, log, title, command, opts)
+    if grid is not None:
+        grid.check()
+    args = (data, methods, missing_rates, seeds, config, out, log, title, command, opts, grid)
     if threads is None:
         return _run_benchmark(*args)
     import torch
@@ -484,6 +494,7 @@ def _run_benchmark(
     title: str | None,
     command: str | None,
     opts: _Options,
+    grid: GridOptions | None = None,
 ) -> BenchmarkResult:
     if data.y is None:
         raise ValueError(f"benchmark needs labelled data; {data.name!r} has no labels")
@@ -529,6 +540,7 @@ def _run_benchmark(
     }
     paths: dict[str, Path] = {}
     t_all = time.perf_counter()
+    cells: list[Cell] = []
     for seed in seeds:
         for rate in rates:
             for unit in _units(data, rate, seed, cfg, opts.vary, opts.split_seed, opts.cv):
@@ -549,14 +561,49 @@ def _run_benchmark(
                     fold=unit.fold,
                 )
                 for name in names:
-                    rows += _run_one(name, kinds[name], inputs, key, data.name, meta, say)
-                meta["wall_seconds"] = time.perf_counter() - t_all
-                if out is not None:
-                    paths = _write(out, rows, meta, names, rates, title)
+                    cells.append(Cell(len(cells), name, kinds[name], key, data.name, inputs))
+    # the cells run in process, on a process pool or on Ray (grid.py); their outcomes are
+    # merged in the canonical order above, whatever order they finish in
+    outcomes: dict[int, CellOutcome] = {}
+    left_in_unit = {c.key: 0 for c in cells}
+    for c in cells:
+        left_in_unit[c.key] += 1
+
+    def done(cell: Cell, outcome: CellOutcome) -> None:
+        nonlocal rows, paths
+        outcomes[cell.index] = outcome
+        left_in_unit[cell.key] -= 1
+        rows = _merge(cells, outcomes, meta)
+        meta["wall_seconds"] = time.perf_counter() - t_all
+        if out is not None and left_in_unit[cell.key] == 0:  # rewritten per finished unit
+            paths = _write(out, rows, meta, names, rates, title)
+
+    cell_dir = Path(out) / "cells" if out is not None else None
+    run_cells(cells, grid or GridOptions(), cell_dir, done, say)
     meta["wall_seconds"] = time.perf_counter() - t_all
     if out is not None:
         paths = _write(out, rows, meta, names, rates, title)
     return BenchmarkResult(rows, meta, paths)
+
+
+def _merge(
+    cells: Sequence[Cell], outcomes: dict[int, CellOutcome], meta: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Rows of the finished cells in canonical order; their failures, routing and selection
+    entries put into ``meta`` in that order too."""
+    rows: list[dict[str, Any]] = []
+    meta["failures"], meta["routing"], meta["selections"] = [], {}, {}
+    for cell in cells:
+        o = outcomes.get(cell.index)
+        if o is None:
+            continue
+        rows += o.rows
+        meta["failures"] += o.failures
+        if o.routing is not None:
+            meta["routing"][cell.key] = o.routing
+        if o.info is not None:
+            meta["selections"].setdefault(cell.name, {})[cell.key] = o.info
+    return rows
 
 
 def _run_one(

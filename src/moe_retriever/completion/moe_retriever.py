@@ -230,7 +230,6 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         real = torch.arange(src.shape[1], device=src.device)[None] < count_sorted[:, None]
         rows = src[pair_order][real]  # real members, pair-major
         x_all = bank_x.index_select(0, rows)  # (R, P, D)
-        qkv_all = att.qkv(blk.norm1(x_all))  # (R, P, 3D)
         w_all = w_fixed[pair_order][real]  # (R,)
         g_values, g_counts = torch.unique_consecutive(count_sorted, return_counts=True)
 
@@ -246,15 +245,14 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         # slice's backward would allocate a full-size zero gradient per bucket
         sizes = [g * ng for g, ng in buckets]
         pair_split = pair_order.split([ng for _, ng in buckets])
-        for (g, ng), sel, qkv_g, x_g, w_g in zip(
-            buckets,
-            pair_split,
-            qkv_all.split(sizes),
-            x_all.split(sizes),
-            w_all.split(sizes),
+        for (g, ng), sel, x_g, w_g in zip(
+            buckets, pair_split, x_all.split(sizes), w_all.split(sizes)
         ):
             if g == 0:
                 continue
+            # LayerNorm + QKV per bucket, after the split: the split's backward then
+            # concatenates the (R, P, D) input gradients, not the 3x wider QKV ones (measured)
+            qkv_g = att.qkv(blk.norm1(x_g))
             q, k, v = qkv_g.reshape(ng, g * P, 3, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)
             a = F.scaled_dot_product_attention(q, k, v, dropout_p=drop_p)
             a = a.transpose(1, 2).reshape(ng, g, P, D)

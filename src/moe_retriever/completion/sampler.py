@@ -106,6 +106,7 @@ class SupportingGroupSampler:
         k: int | None = None,
         seed: int = 0,
         block_keys: int = 4096,
+        max_segments: int = 1 << 22,
     ) -> None:
         if observed.dim() != 2 or observed.dtype != torch.bool:
             raise ValueError(
@@ -116,11 +117,14 @@ class SupportingGroupSampler:
             raise ValueError(f"supporting group size k must be >= 1 or None, got {k}")
         if block_keys < 1:
             raise ValueError(f"block_keys must be >= 1, got {block_keys}")
+        if max_segments < 1:
+            raise ValueError(f"max_segments must be >= 1, got {max_segments}")
         self.n_train, self.n_modalities = observed.shape
         M = self.n_modalities
         self.k = k
         self.seed = int(seed)
         self.block_keys = int(block_keys)
+        self.max_segments = int(max_segments)
         dev = observed.device
         self.device = dev
         codes = combination_codes(observed)
@@ -131,6 +135,12 @@ class SupportingGroupSampler:
         self.codes = uniq
         self._code_len = seg_counts  # samples per occurring code
         self._code_start = torch.cumsum(seg_counts, 0) - seg_counts  # offset in sorted_index
+        # the superset test works on bitsets: bit c of word row j says "occurring code c
+        # observes modality j" ((M, ceil(n_codes / 64)) int64, 64 codes per word)
+        self._has_bit = _pack_bits(
+            ((uniq[None, :] >> torch.arange(M, device=dev)[:, None]) & 1).bool()
+        )
+        self.n_clears = 0  # times the cache was emptied to respect max_segments
 
         # The pool cache. Per key id (in the order keys were built): target modality, pool size,
         # offset of its first member in the global member numbering. Keys sorted for lookup,
@@ -152,6 +162,18 @@ class SupportingGroupSampler:
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(self.seed)
 
+    def _clear(self) -> None:
+        """Empty the pool cache but for the M fallback pools (rebuilt first, so they keep
+        their ids). Draws do not change: a pool's member order depends only on the training
+        mask."""
+        z = torch.zeros(0, dtype=torch.long, device=self.device)
+        self.keys_sorted = self._sorted_to_id = self.key_target = self.pool_size = z
+        self.key_base = self.seg_end = self.seg_begin = self.seg_sorted_start = z
+        self._n_members = 0
+        mods = torch.arange(self.n_modalities, device=self.device)
+        self._build(mods)  # keys m of (m, O = {}), ascending: ids 0..M-1 as at construction
+        self.n_clears += 1
+
     # ------------------------------------------------------------------ the pool cache
     @property
     def n_pools(self) -> int:
@@ -171,26 +193,49 @@ class SupportingGroupSampler:
         q = codes.long() * _KEY_STRIDE + target.long()
         found, _ = self._find(q)
         if not bool(found.all()):
-            self._build(torch.unique(q[~found]))
+            new = torch.unique(q[~found])
+            if self.seg_end.numel() > self.max_segments:
+                # bounded memory: start again from the fallbacks (draws are unchanged) and
+                # build the call's keys that are not fallbacks
+                self._clear()
+                new = torch.unique(q[q >= _KEY_STRIDE])
+            if new.numel():
+                self._build(new)
         _, pos = self._find(q)
         return self._sorted_to_id[pos]
 
+    def _superset_codes(self, need: Tensor) -> tuple[Tensor, Tensor]:
+        """(key, code) index pairs, key-major and codes ascending within a key, of the
+        occurring codes that contain each ``need`` bitmask: an AND of the needed bits' bitsets
+        (64 codes per int64 word), then only the non-zero words are unpacked. Cost: M words
+        per 64 codes per key plus the result, in blocks of keys to bound memory."""
+        dev = self.device
+        M, W = self._has_bit.shape
+        block = max(1, min(self.block_keys, (1 << 24) // max(W, 1)))
+        bit = torch.arange(64, device=dev)
+        key_parts, code_parts = [], []
+        for s in range(0, need.shape[0], block):
+            nb = need[s : s + block]
+            acc = torch.full((nb.shape[0], W), -1, dtype=torch.long, device=dev)
+            for j in range(M):
+                has = ((nb >> j) & 1).bool()
+                if bool(has.any()):
+                    acc = torch.where(has[:, None], acc & self._has_bit[j][None, :], acc)
+            kw, ww = (acc != 0).nonzero(as_tuple=True)  # row-major: key, then word
+            bits = ((acc[kw, ww][:, None] >> bit[None, :]) & 1).bool()
+            wi, bi = bits.nonzero(as_tuple=True)  # word-major, bits ascending
+            key_parts.append(kw[wi] + s)
+            code_parts.append(ww[wi] * 64 + bi)
+        return torch.cat(key_parts), torch.cat(code_parts)
+
     def _build(self, new_keys: Tensor) -> None:
         """Add the pools of ``new_keys`` (distinct, not cached) to the cache: the superset test
-        of their (O | m) against the occurring codes, in blocks of keys to bound memory."""
+        of their (O | m) against the occurring codes (:meth:`_superset_codes`)."""
         dev = self.device
         combo = new_keys // _KEY_STRIDE
         target = new_keys % _KEY_STRIDE
         need = combo | (torch.ones_like(target) << target)
-        key_parts, seg_parts = [], []
-        for s in range(0, new_keys.shape[0], self.block_keys):
-            nb = need[s : s + self.block_keys]
-            sup = (self.codes[None, :] & nb[:, None]) == nb[:, None]
-            ki, si = sup.nonzero(as_tuple=True)  # key-major, codes ascending within a key
-            key_parts.append(ki + s)
-            seg_parts.append(si)
-        key_of_seg = torch.cat(key_parts)
-        code_of_seg = torch.cat(seg_parts)
+        key_of_seg, code_of_seg = self._superset_codes(need)
         seg_len = self._code_len[code_of_seg]
         size = torch.zeros(new_keys.shape[0], dtype=torch.long, device=dev).index_add(
             0, key_of_seg, seg_len
@@ -359,6 +404,17 @@ class SupportingGroupSampler:
         return rows, mask & (rows != ex)
 
 
+def _pack_bits(bits: Tensor) -> Tensor:
+    """(R, C) bool -> (R, ceil(C / 64)) int64 words, bit b of word w = column w * 64 + b."""
+    R, C = bits.shape
+    W = (C + 63) // 64
+    padded = torch.zeros(R, W * 64, dtype=torch.long, device=bits.device)
+    padded[:, :C] = bits.long()
+    shifts = torch.arange(64, device=bits.device)
+    # distinct powers of two: the sum is the OR (bit 63 wraps to the sign bit, as intended)
+    return (padded.reshape(R, W, 64) << shifts).sum(-1)
+
+
 SUPPORT_SELECT = ("random", "similar")
 
 
@@ -370,14 +426,17 @@ class SimilarSelector:
     by construction; in a fallback pool a member's unobserved modalities count as zeros).
     Standardization uses the TRAINING pool's per-feature mean and std over the rows observing
     the modality (computed once per pool, no RNG, no evaluation data). Selection is
-    deterministic: ties go to the lower training row (stable sort). The pool, its fallback and
-    the exclusion of the sample's own row are those of :class:`SupportingGroupSampler`. When a
-    pool has fewer than k members (after exclusion), all of them are the group. Cost: one
-    (samples x N_train) similarity matrix per batch, built with one matmul per modality, and
-    a sort of each pair's row.
+    deterministic: ties go to the lower training row (:func:`top_k_stable`). The pool, its
+    fallback and the exclusion of the sample's own row are those of
+    :class:`SupportingGroupSampler`. When a pool has fewer than k members (after exclusion),
+    all of them are the group. Cost: one (samples x N_train) similarity matrix per batch, built
+    with one matmul per modality, and a top-k of each pair's row: time per batch grows with
+    N_train; memory stays within ``chunk_entries`` (pairs go in chunks when N_train is large).
     """
 
-    def __init__(self, pool: TrainingPool, eps: float = 1e-6) -> None:
+    def __init__(self, pool: TrainingPool, eps: float = 1e-6, chunk_entries: int = 1 << 25) -> None:
+        #: most (pair, training row) entries of the similarity matrix held at once
+        self.chunk_entries = int(chunk_entries)
         self.modalities = list(pool.modalities)
         self.codes = combination_codes(pool.observed)
         self.mean: dict[str, Tensor] = {}
@@ -427,15 +486,16 @@ class SimilarSelector:
         empty = sampler.pool_size[key_id] == 0
         bit = torch.ones_like(target) << target
         need = torch.where(empty, bit, codes | bit)  # the fallback pool: rows observing m
-        member = (self.codes[None, :] & need[:, None]) == need[:, None]  # (n, N)
+        # pool sizes from the sampler's index, less the excluded row where it is a member
+        size = sampler.pool_size[torch.where(empty, sampler.fallback_key[target], key_id)]
         self_in = torch.zeros(n, dtype=torch.bool, device=dev)
+        ex = None
         if exclude is not None:
             ex = exclude.to(dev)
             ok = ex >= 0
-            rows = torch.arange(n, device=dev)[ok]
-            self_in[ok] = member[rows, ex[ok]]
-            member[rows, ex[ok]] = False
-        size = member.sum(1)
+            ex_code = self.codes[ex.clamp_min(0)]
+            self_in = ok & ((ex_code & need) == need)
+            size = size - self_in.long()
         k_i = sampler.group_sizes(codes)
         k_eff = torch.minimum(k_i, size)
         k_max = int(k_eff.max()) if n else 0
@@ -452,14 +512,59 @@ class SimilarSelector:
             z = torch.zeros(n, 0, dtype=torch.long, device=dev)
             return SupportDraw(z, z.bool(), counts)
         # the similarity depends on the sample and its observed set, not on the target: a
-        # sample missing several modalities is compared with the training rows once
+        # sample missing several modalities is compared with the training rows once. Pairs
+        # go in chunks (sorted by sample) so that the (pairs x N_train) matrices stay within
+        # ``chunk_entries`` whatever N; every pair's result is independent of the chunking
         uniq, inv = torch.unique(torch.stack([b_idx, codes], 1), dim=0, return_inverse=True)
-        sim = self.similarity(x, uniq[:, 0], uniq[:, 1])[inv]
-        sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
-        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k_max]
+        by_row = torch.argsort(inv, stable=True)
+        N = self.codes.shape[0]
+        step = max(1, self.chunk_entries // max(N, 1))
+        order = torch.zeros(n, k_max, dtype=torch.long, device=dev)
+        for s in range(0, n, step):
+            pairs = by_row[s : s + step]
+            u_lo, u_hi = int(inv[pairs[0]]), int(inv[pairs[-1]]) + 1
+            sim = self.similarity(x, uniq[u_lo:u_hi, 0], uniq[u_lo:u_hi, 1])[inv[pairs] - u_lo]
+            nd = need[pairs]
+            member = (self.codes[None, :] & nd[:, None]) == nd[:, None]  # (chunk, N)
+            if ex is not None:
+                pe = ex[pairs]
+                has = (pe >= 0).nonzero().squeeze(1)
+                member[has, pe[has]] = False
+            sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
+            order[pairs] = top_k_stable(sim, k_max)
         mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
         rows = torch.where(mask, order, torch.zeros_like(order))
         return SupportDraw(rows, mask, counts)
+
+
+def top_k_stable(score: Tensor, k: int) -> Tensor:
+    """Column indices (n, k) of the k largest entries of each row of ``score`` (n, N), in
+    descending order, ties to the LOWER column: the first k of a stable descending sort.
+
+    ``torch.topk`` (O(N) per row instead of a full O(N log N) sort) does not promise an order
+    among equal values, so its k winners are reordered by (value desc, column asc), and the
+    rows where a value equal to the k-th one is left out (a tie across the cut, where topk
+    may have kept a higher column) fall back to the stable sort (rare with real-valued
+    similarities; -inf non-members tie when a pool is smaller than k). The result equals the
+    stable sort's on every input without NaN (tests/completion/test_sampler.py).
+    """
+    n, N = score.shape
+    k = min(k, N)
+    if n == 0 or k == 0:
+        return torch.zeros(n, k, dtype=torch.long, device=score.device)
+    val, idx = torch.topk(score, k, dim=1, largest=True, sorted=False)
+    by_col = idx.argsort(dim=1)
+    val, idx = val.gather(1, by_col), idx.gather(1, by_col)
+    by_val = val.argsort(dim=1, descending=True, stable=True)
+    val, idx = val.gather(1, by_val), idx.gather(1, by_val)
+    kth = val[:, -1:]
+    # a tie across the cut: more entries equal to the k-th value in the row than among the k
+    cut_tie = (score == kth).sum(1) > (val == kth).sum(1)
+    if bool(cut_tie.any()):
+        rows = cut_tie.nonzero().squeeze(1)
+        full = torch.sort(score[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        idx = idx.index_put((rows,), full)
+    return idx
 
 
 def encode_support_unique(

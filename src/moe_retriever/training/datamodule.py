@@ -51,17 +51,26 @@ class TensorSet:
 
     @classmethod
     def from_data(cls, data: MultimodalData) -> TensorSet:
-        """From PREPROCESSED data (observed rows NaN-free); unobserved rows become zeros."""
-        filled = data.filled(0.0)
+        """From PREPROCESSED data (observed rows NaN-free); unobserved rows become zeros.
+
+        Memory: ``x[m]`` is a view of ``data.X[m]`` (float32, C-contiguous) when that array
+        holds no NaN, else of ONE zero-filled copy made here. Every batch (and the model's
+        training pool, :meth:`MultimodalClassifier.set_training_pool`) indexes into these
+        tensors: nothing is copied per epoch or per data-loader worker (workers are forked and
+        share the pages; the collate function holds this object, not a copy)."""
         y = data.y if data.y is not None else np.full(data.n_samples, -1, dtype=np.int64)
+        x: dict[str, Any] = {}
+        for m in data.modalities:
+            if is_mapped(data.X[m]):  # stays on disk: rows read per batch, NaN read as 0
+                x[m] = data.X[m].filled(0.0)
+                continue
+            v = np.ascontiguousarray(data.X[m], dtype=np.float32)
+            if np.isnan(v).any():
+                v = np.nan_to_num(v, nan=0.0)
+            x[m] = torch.from_numpy(v)
         return cls(
             modalities=list(data.modalities),
-            x={
-                m: filled[m]
-                if is_mapped(filled[m])
-                else torch.from_numpy(np.ascontiguousarray(filled[m]))
-                for m in data.modalities
-            },
+            x=x,
             observed=torch.from_numpy(data.observed.copy()),
             y=torch.from_numpy(np.asarray(y, dtype=np.int64)),
             keys=torch.from_numpy(stable_keys(data.ids)),
