@@ -106,8 +106,14 @@ def write_weight_report(
         panels.append(("per class", {f"class {c}": e for c, e in summary["per_class"].items()}))
     if summary["per_combination"]:
         panels.append(("per observed combination", summary["per_combination"]))
+    if len(panels) == 3 and len(panels[2][1]) > 8:  # the 8 most frequent combinations
+        top = sorted(panels[2][1].items(), key=lambda kv: -kv[1]["n"])[:8]
+        panels[2] = (
+            f"per observed combination (8 most frequent of {len(panels[2][1])})",
+            dict(top),
+        )
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(4 + 3.5 * (len(panels) - 1), 3.6), squeeze=False
+        1, len(panels), figsize=(4 + 3.8 * (len(panels) - 1), 4.2), squeeze=False
     )
     for ax, (name, groups) in zip(axes[0], panels, strict=True):
         labels = list(groups)
@@ -117,12 +123,15 @@ def write_weight_report(
             vals = [groups[g]["weights"][k] for g in labels]
             ax.bar(x + (k - (len(experts) - 1) / 2) * width, vals, width, label=expert)
         ax.set_xticks(x)
-        ax.set_xticklabels([f"{g}\n(n={groups[g]['n']})" for g in labels], fontsize=7)
+        # combination names stacked one modality per line, so neighbours do not overlap
+        ticks = [f"{g.replace('+', chr(10))}\n(n={groups[g]['n']})" for g in labels]
+        ax.set_xticklabels(ticks, fontsize=6)
         ax.set_title(name, fontsize=9)
         ax.set_ylabel(ylabel)
-    axes[0][0].legend(fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(experts), 7), fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return [js, md, png]
