@@ -208,7 +208,7 @@ def run_cell(cell: Cell, runner: Any = None, threads: int | None = None) -> Cell
     return CellOutcome(
         rows=rows,
         failures=meta["failures"],
-        routing=meta["routing"].get(cell.key),
+        routing=meta["routing"].get(f"{cell.name} {cell.key}"),
         info=meta["selections"].get(cell.name, {}).get(cell.key),
         log=log,
     )

@@ -600,7 +600,7 @@ def _merge(
         rows += o.rows
         meta["failures"] += o.failures
         if o.routing is not None:
-            meta["routing"][cell.key] = o.routing
+            meta["routing"][f"{cell.name} {cell.key}"] = o.routing  # per method and unit
         if o.info is not None:
             meta["selections"].setdefault(cell.name, {})[cell.key] = o.info
     return rows
