@@ -380,11 +380,11 @@ def test_run_seed_reaches_the_evaluation_draws(completion: str) -> None:
 
 def test_estimator_builds_the_model_with_the_run_seed() -> None:
     from moe_retriever.training.config import TrainConfig
-    from moe_retriever.training.estimator import MoERetrieverClassifier
+    from moe_retriever.training.module import build_model
 
     cfg = TrainConfig()
     for seed in (0, 7):
-        model = MoERetrieverClassifier._build_model(cfg, {"a": 3, "b": 4}, 2, seed)
+        model = build_model(cfg, {"a": 3, "b": 4}, 2, seed)
         assert model.completion.seed == seed
         assert model.completion.sampler_for(_pool(model)).seed == seed
 

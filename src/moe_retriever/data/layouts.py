@@ -53,6 +53,7 @@ import pandas as pd
 
 from moe_retriever.data.core import DataValidationError, DataWarning, MultimodalData
 from moe_retriever.data.mapped import MappedRows
+from moe_retriever.data.readers import _dense_frame
 from moe_retriever.data.splits import Split
 from moe_retriever.data.validation import check_numeric_frame, check_unique, preview
 
@@ -337,17 +338,7 @@ def _read_h5ad(path: Path) -> pd.DataFrame:
             f"reading {str(path)!r} needs the optional package 'anndata': "
             "pip install 'moe-retriever[scverse]'"
         ) from exc
-    adata = anndata.read_h5ad(path)
-    x = adata.X
-    if x is None:
-        raise DataValidationError(f"{str(path)!r}: the AnnData object has no X matrix")
-    if hasattr(x, "toarray"):
-        x = x.toarray()
-    return pd.DataFrame(
-        np.asarray(x, dtype=np.float64),
-        index=[str(i) for i in adata.obs_names],
-        columns=[str(v) for v in adata.var_names],
-    )
+    return _dense_frame(anndata.read_h5ad(path), repr(str(path)))
 
 
 # ---------------------------------------------------------------------------- MIMIC-IV

@@ -556,10 +556,12 @@ def _require(module: str) -> Any:
         ) from exc
 
 
-def _dense_frame(adata: Any, modality: str, layer: str | None) -> pd.DataFrame:
+def _dense_frame(adata: Any, where: str, layer: str | None = None) -> pd.DataFrame:
+    """AnnData ``X`` (or ``layer``) as a float64 frame indexed by ``obs_names``; ``where``
+    names the source in the error (a modality, a file)."""
     x = adata.X if layer is None else adata.layers[layer]
     if x is None:
-        raise DataValidationError(f"modality {modality!r}: the AnnData object has no X matrix")
+        raise DataValidationError(f"{where}: the AnnData object has no X matrix")
     if hasattr(x, "toarray"):
         x = x.toarray()
     return pd.DataFrame(
@@ -611,7 +613,7 @@ def from_anndata(
     are densified. Needs ``pip install 'moe-retriever[scverse]'``.
     """
     _require("anndata")
-    frames = {str(m): _dense_frame(a, str(m), layer) for m, a in adatas.items()}
+    frames = {str(m): _dense_frame(a, f"modality {str(m)!r}", layer) for m, a in adatas.items()}
     order = _ordered_union(frames.values())
     labels = None
     if label is not None:
@@ -634,7 +636,7 @@ def from_mudata(
     """
     _require("mudata")
     mods = dict(mdata.mod)
-    frames = {str(m): _dense_frame(a, str(m), layer) for m, a in mods.items()}
+    frames = {str(m): _dense_frame(a, f"modality {str(m)!r}", layer) for m, a in mods.items()}
     order = [str(i) for i in mdata.obs_names]
     labels = None
     if label is not None:

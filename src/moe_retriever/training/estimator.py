@@ -51,11 +51,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from moe_retriever.completion.base import Completion
 from moe_retriever.data.core import DataValidationError, MultimodalData
 from moe_retriever.data.preprocessing import Preprocessor
 from moe_retriever.data.splits import make_split
 from moe_retriever.data.validation import check_predictable, drop_empty
-from moe_retriever.model import MultimodalClassifier
+from moe_retriever.heads.base import Head
 from moe_retriever.training.callbacks import (
     HistoryCSV,
     KillAfterEpoch,
@@ -388,7 +389,7 @@ class MoERetrieverClassifier:
 
         with quiet_lightning():
             L.seed_everything(self.seed, workers=True, verbose=False)
-            model = self._build_model(
+            model = build_model(
                 cfg, train.dims, train.n_classes, self.seed, self._encoder_modules()
             )
             if model.completion.needs_pool:  # others never read it: no copy of the data
@@ -494,16 +495,6 @@ class MoERetrieverClassifier:
         self.config_ = cfg
         self.extra_members_ = members[1:]
         return self
-
-    @staticmethod
-    def _build_model(
-        cfg: TrainConfig,
-        dims: dict[str, int],
-        n_classes: int,
-        seed: int,
-        encoders: dict[str, torch.nn.Module] | None = None,
-    ) -> MultimodalClassifier:
-        return build_model(cfg, dims, n_classes, seed, encoders)
 
     @staticmethod
     def _trainer(
@@ -656,8 +647,13 @@ class MoERetrieverClassifier:
         interaction weights...) summarise them overall, per class (true labels of ``data``
         when it has them) and per observed combination. Member 0 of an ensemble."""
         self._check_fitted()
-        infos = self._run(data, lambda m, b: self._forward(m, b).info)
         model = self.model_
+        if (
+            type(model.completion).summarize is Completion.summarize
+            and type(model.head).summarize is Head.summarize
+        ):  # neither part has anything to say: no pass over the data
+            return {"completion": None, "head": None}
+        infos = self._run(data, lambda m, b: self._forward(m, b).info)
         comp = model.completion.summarize([i.get("completion", {}) for i in infos])
         interp: dict[str, list[Tensor]] = {}
         for info in infos:
@@ -781,7 +777,7 @@ class MoERetrieverClassifier:
             )
         cfg = TrainConfig.from_yaml(path / "config.yaml")
         est = cls(method=meta["method"], config=cfg, seed=int(meta["seed"]), encoders=encoders)
-        model = cls._build_model(
+        model = build_model(
             cfg,
             {m: int(d) for m, d in meta["dims"].items()},
             len(meta["classes"]),
