@@ -240,8 +240,8 @@ def test_pool_cache_order_and_contents_do_not_change_draws() -> None:
     obs = _observed(300, 6, seed=11)
     target, codes = _pairs(_observed(80, 6, seed=12, p=0.5), torch.arange(80))
     keys = torch.arange(len(target)) * 31 + 7
-    fresh = SupportingGroupSampler(obs, seed=5)
-    warm = SupportingGroupSampler(obs, seed=5)
+    fresh = SupportingGroupSampler(obs, seed=5, cube_draws=False)  # the pool cache itself
+    warm = SupportingGroupSampler(obs, seed=5, cube_draws=False)
     other_t, other_c = _pairs(_observed(50, 6, seed=13, p=0.4), torch.arange(50))
     warm.draw(other_t, other_c, False, sample_keys=torch.arange(len(other_t)))
     assert warm.n_pools > fresh.n_pools
@@ -488,3 +488,91 @@ def test_similar_selection_in_chunks_equals_one_chunk() -> None:
         int(one.counts["self_dropped"]) >= 0
         and not (many.index == exclude[:, None])[many.mask].any()
     )
+
+
+def test_superset_enumeration_equals_brute_force_at_sixteen_modalities() -> None:
+    """With every combination of 16 modalities occurring, needs leaving few modalities free
+    are enumerated (2^f supersets looked up) and the others go through the bitsets: both give
+    exactly the occurring supersets, ascending, key-major."""
+    obs = _observed(60_000, 16, seed=3, p=0.5)
+    s = SupportingGroupSampler(obs)
+    g = torch.Generator().manual_seed(2)
+    need = torch.randint(0, 1 << 16, (200,), generator=g)
+    need[:40] &= torch.randint(0, 1 << 16, (40,), generator=g)  # small needs: bitsets
+    free = 16 - torch.tensor([bin(int(v)).count("1") for v in need])
+    W = s._has_bit.shape[1]
+    enumerated = (1 << free) <= 4 * W
+    assert bool(enumerated.any()) and bool((~enumerated).any())
+    key, code = s._superset_codes(need)
+    assert bool((key[1:] >= key[:-1]).all())
+    for i in range(need.shape[0]):
+        got = s.codes[code[key == i]]
+        want = s.codes[(s.codes & need[i]) == need[i]]
+        assert torch.equal(got, want)
+
+
+def _dense_sampler(**kw: object) -> tuple[SupportingGroupSampler, Tensor]:
+    obs = _observed(8000, 10, seed=17, p=0.5)  # all 1024 combinations occur, ~8 rows each
+    return SupportingGroupSampler(obs, **kw), obs  # type: ignore[arg-type]
+
+
+def test_large_pools_of_a_dense_mask_are_drawn_from_their_subcube_without_building_them() -> None:
+    s, obs = _dense_sampler(k=4, seed=1)
+    codes_train = combination_codes(obs)
+    g = torch.Generator().manual_seed(4)
+    target = torch.randint(0, 10, (300,), generator=g)
+    codes = torch.randint(0, 1 << 10, (300,), generator=g)
+    codes = codes & torch.randint(0, 1 << 10, (300,), generator=g)  # small sets: large pools
+    codes = codes & ~(torch.ones_like(target) << target)
+    cube = s._cube_pairs(target, codes)
+    assert cube is not None
+    target, codes = target[cube][:150], codes[cube][:150]
+    assert target.numel() == 150
+    exclude = torch.randint(0, 8000, (150,), generator=g)
+    n_pools = s.n_pools
+    for training in (True, False):
+        d = s.draw(target, codes, training, sample_keys=torch.arange(150), exclude=exclude)
+        assert s.n_pools == n_pools  # nothing built
+        assert bool(d.mask.all())
+        need = codes | (torch.ones_like(target) << target)
+        assert bool(((codes_train[d.index] & need[:, None]) == need[:, None]).all())
+        assert bool((d.index != exclude[:, None]).all())
+        srt = d.index.sort(1).values
+        assert bool((srt[:, 1:] != srt[:, :-1]).all())  # without replacement
+    # evaluation draws depend on the sample only, not on the batch it comes in
+    perm = torch.randperm(150, generator=g)
+    a = s.draw(target, codes, False, sample_keys=torch.arange(150) + 5, n_draws=2)
+    b = s.draw(target[perm], codes[perm], False, sample_keys=perm + 5, n_draws=2)
+    assert torch.equal(a.index.reshape(2, 150, -1)[:, perm], b.index.reshape(2, 150, -1))
+    assert not torch.equal(a.index[:150], a.index[150:])  # two draws, two groups
+
+
+def test_subcube_draws_are_uniform_over_the_pool() -> None:
+    """Rejection from the subcube (uniform code, accepted w.p. len / max len, uniform row of
+    the code) draws every pool member with the same probability."""
+    s, obs = _dense_sampler(k=1, seed=2)
+    target = torch.zeros(40_000, dtype=torch.long)
+    codes = torch.full_like(target, 0b10)  # O = {1}, m = 0: pool = rows observing both
+    assert bool(s._cube_pairs(target[:1], codes[:1]).all())  # type: ignore[union-attr]
+    d = s.draw(target, codes, True)
+    pool = (obs[:, 0] & obs[:, 1]).nonzero().squeeze(1)
+    counts = torch.bincount(d.index[:, 0], minlength=8000).double()
+    assert counts.sum() == counts[pool].sum()  # only pool members
+    expected = 40_000 / pool.numel()
+    chi2 = float(((counts[pool] - expected) ** 2 / expected).sum())
+    dof = pool.numel() - 1
+    assert chi2 < dof + 5 * math.sqrt(2 * dof), (chi2, dof)
+
+
+def test_a_sparse_subcube_falls_back_to_the_pool_path() -> None:
+    """A subcube the rejection rounds miss (here: a pool of 2 rows for a group of 4) goes to
+    the built pool, with its replacement rule and counts."""
+    obs = _observed(8000, 10, seed=17, p=0.5)
+    obs[:, 0] = False
+    obs[:2, :2] = True  # only rows 0 and 1 observe modality 0 (and modality 1)
+    s = SupportingGroupSampler(obs, k=4, seed=3)
+    target, codes = torch.tensor([0]), torch.tensor([0b10])  # m = 0, O = {1}
+    assert bool(s._cube_pairs(target, codes).all())  # type: ignore[union-attr]
+    d = s.draw(target, codes, True)
+    assert set(d.index[0][d.mask[0]].tolist()) <= {0, 1} and int(d.mask.sum()) == 4
+    assert int(d.counts["with_replacement"]) == 1 and int(d.counts["fallback_empty_pool"]) == 0

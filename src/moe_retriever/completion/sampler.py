@@ -54,6 +54,8 @@ from moe_retriever.completion.base import CompletionContext, TrainingPool
 _MASK31 = (1 << 31) - 1
 _KEY_STRIDE = 64  # key = O * 64 + m; M <= 40 keeps keys far from int64 overflow
 MAX_MODALITIES = 40
+_CUBE_MIN_FREE = 5  # subcube draws for needs leaving >= 5 modalities free (>= 32 codes)
+_CUBE_ROUNDS = 4  # rounds of trials per slot of a subcube draw before the pool path
 _EXCLUDE_ROUNDS = 4  # redraws of a slot that drew its pair's excluded row, then it is dropped
 
 
@@ -107,6 +109,7 @@ class SupportingGroupSampler:
         seed: int = 0,
         block_keys: int = 4096,
         max_segments: int = 1 << 22,
+        cube_draws: bool = True,
     ) -> None:
         if observed.dim() != 2 or observed.dtype != torch.bool:
             raise ValueError(
@@ -125,6 +128,9 @@ class SupportingGroupSampler:
         self.seed = int(seed)
         self.block_keys = int(block_keys)
         self.max_segments = int(max_segments)
+        #: draw large pools of a densely filled combination space by rejection from their
+        #: subcube instead of building them (:meth:`_cube_pairs`); False: always build pools
+        self.cube_draws = bool(cube_draws)
         dev = observed.device
         self.device = dev
         codes = combination_codes(observed)
@@ -206,16 +212,36 @@ class SupportingGroupSampler:
 
     def _superset_codes(self, need: Tensor) -> tuple[Tensor, Tensor]:
         """(key, code) index pairs, key-major and codes ascending within a key, of the
-        occurring codes that contain each ``need`` bitmask: an AND of the needed bits' bitsets
-        (64 codes per int64 word), then only the non-zero words are unpacked. Cost: M words
-        per 64 codes per key plus the result, in blocks of keys to bound memory."""
+        occurring codes that contain each ``need`` bitmask.
+
+        Two exact ways, chosen per key by their cost (same result, same order):
+
+        * enumeration, when the need leaves f free modalities with 2^f at most
+          ``4 * ceil(n_codes / 64)``: the 2^f supersets of the need, in ascending order (the
+          bits of 0..2^f-1 deposited into the free positions), looked up among the occurring
+          codes. Many modalities with large observed sets (M = 16: a need of 8 modalities has
+          256 supersets, against 65,536 occurring codes) cost 2^f per key, not n_codes;
+        * the bitset test otherwise: an AND of the needed bits' bitsets (64 codes per int64
+          word), then only the non-zero words are unpacked; M words per 64 codes per key plus
+          the result, in blocks of keys to bound memory.
+        """
         dev = self.device
         M, W = self._has_bit.shape
+        n = need.shape[0]
+        mods = torch.arange(M, device=dev)
+        free = M - ((need[:, None] >> mods) & 1).sum(1)
+        enum = (free <= 20) & ((torch.ones_like(free) << free.clamp_max(20)) <= 4 * W)
+        key_parts, code_parts = [], []
+        for f in torch.unique(free[enum]).tolist():
+            self._enumerate_supersets(
+                need, (enum & (free == f)).nonzero().squeeze(1), int(f), key_parts, code_parts
+            )
+        rest = (~enum).nonzero().squeeze(1)
         block = max(1, min(self.block_keys, (1 << 24) // max(W, 1)))
         bit = torch.arange(64, device=dev)
-        key_parts, code_parts = [], []
-        for s in range(0, need.shape[0], block):
-            nb = need[s : s + block]
+        for s in range(0, rest.shape[0], block):
+            ki = rest[s : s + block]
+            nb = need[ki]
             acc = torch.full((nb.shape[0], W), -1, dtype=torch.long, device=dev)
             for j in range(M):
                 has = ((nb >> j) & 1).bool()
@@ -224,9 +250,37 @@ class SupportingGroupSampler:
             kw, ww = (acc != 0).nonzero(as_tuple=True)  # row-major: key, then word
             bits = ((acc[kw, ww][:, None] >> bit[None, :]) & 1).bool()
             wi, bi = bits.nonzero(as_tuple=True)  # word-major, bits ascending
-            key_parts.append(kw[wi] + s)
+            key_parts.append(ki[kw[wi]])
             code_parts.append(ww[wi] * 64 + bi)
-        return torch.cat(key_parts), torch.cat(code_parts)
+        if not key_parts or n == 0:
+            z = torch.zeros(0, dtype=torch.long, device=dev)
+            return z, z.clone()
+        key, code = torch.cat(key_parts), torch.cat(code_parts)
+        order = torch.argsort(key, stable=True)  # each key comes from one way, codes ascending
+        return key[order], code[order]
+
+    def _enumerate_supersets(
+        self, need: Tensor, keys: Tensor, f: int, key_parts: list[Tensor], code_parts: list[Tensor]
+    ) -> None:
+        """The occurring supersets of ``need[keys]`` (all with f free modalities), by
+        enumerating the 2^f candidate codes; appends (key, code index) in ascending codes."""
+        dev = self.device
+        M = self.n_modalities
+        S = 1 << f
+        mods = torch.arange(M, device=dev)
+        sbits = (torch.arange(S, device=dev)[:, None] >> torch.arange(f, device=dev)) & 1
+        n_codes = self.codes.shape[0]
+        block = max(1, (1 << 21) // (S * max(f, 1)))
+        for s in range(0, keys.shape[0], block):
+            ki = keys[s : s + block]
+            nd = need[ki]
+            zero = ((nd[:, None] >> mods) & 1) == 0
+            pos = mods.expand(ki.shape[0], M)[zero].reshape(ki.shape[0], f)  # ascending
+            cand = nd[:, None] | (sbits[None] << pos[:, None, :]).sum(-1)  # (nk, S) ascending
+            loc = torch.searchsorted(self.codes, cand).clamp_max(n_codes - 1)
+            kk, ss = (self.codes[loc] == cand).nonzero(as_tuple=True)  # key, then ascending
+            key_parts.append(ki[kk])
+            code_parts.append(loc[kk, ss])
 
     def _build(self, new_keys: Tensor) -> None:
         """Add the pools of ``new_keys`` (distinct, not cached) to the cache: the superset test
@@ -312,6 +366,28 @@ class SupportingGroupSampler:
         """
         if n_draws < 1:
             raise ValueError(f"n_draws must be >= 1, got {n_draws}")
+        if not training and sample_keys is None:
+            raise ValueError("evaluation draws need sample_keys (stable per-sample keys)")
+        n = target.shape[0]
+        d = draw_ids if draw_ids is not None else torch.zeros_like(target)
+        cube = self._cube_pairs(target, codes) if n and self.cube_draws else None
+        if cube is not None:  # groups of size 0 (k = |O| = 0) keep the pool path's counts
+            cube &= self.group_sizes(codes) > 0
+        if cube is None or not bool(cube.any()):
+            return self._draw_pools(target, codes, training, sample_keys, d, exclude, n_draws)
+        return self._draw_split(target, codes, cube, training, sample_keys, d, exclude, n_draws)
+
+    def _draw_pools(
+        self,
+        target: Tensor,
+        codes: Tensor,
+        training: bool,
+        sample_keys: Tensor | None,
+        d: Tensor,
+        exclude: Tensor | None,
+        n_draws: int,
+    ) -> SupportDraw:
+        """:meth:`draw` from the cached pools (Floyd's algorithm over each pool's members)."""
         dev = target.device
         n = target.shape[0]
         key_id = self.key_ids(target, codes) if n else target.long()
@@ -329,7 +405,6 @@ class SupportingGroupSampler:
             "pairs": torch.tensor(n, device=dev),
         }
         R = int(n_draws)
-        d = draw_ids if draw_ids is not None else torch.zeros_like(target)
         if R > 1:
             target, codes, key_id, size, k_i = (
                 t.repeat(R) for t in (target, codes, key_id, size, k_i)
@@ -346,8 +421,7 @@ class SupportingGroupSampler:
         if training:
             u = torch.rand(nr, k_max, generator=self.generator, dtype=torch.float64).to(dev)
         else:
-            if sample_keys is None:
-                raise ValueError("evaluation draws need sample_keys (stable per-sample keys)")
+            assert sample_keys is not None
             slots = torch.arange(k_max, device=dev)
             u = hash_uniform(
                 torch.tensor(self.seed, device=dev),
@@ -375,6 +449,175 @@ class SupportingGroupSampler:
             counts["self_dropped"] = (kept & ~mask)[:n].sum()
         rows = torch.where(mask, rows, torch.zeros_like(rows))
         return SupportDraw(rows, mask, counts)
+
+    # ------------------------------------------------------------------ subcube draws
+    def _cube_pairs(self, target: Tensor, codes: Tensor) -> Tensor | None:
+        """Pairs drawn by rejection from their subcube instead of a built pool (or None).
+
+        A pool is the union of the segments of the occurring codes that contain
+        need = O | m; with f modalities outside the need there are up to 2^f of them, and
+        building the pool costs that many segments (M = 16 at N = 10^6: every one of the 65,536
+        combinations occurs, and a sample with 4 observed modalities has a pool of 2^11 codes).
+        When the occurring codes fill a good part of the 2^M combinations (expected acceptance
+        at least 1/64) and the pool spans many codes (f >= ``_CUBE_MIN_FREE``: 32 or more
+        codes), the pair's members are drawn without building anything: a uniform code of the
+        subcube, accepted when it occurs with probability len(code) / max len, then a uniform
+        row of that code's segment, i.e. a uniform member of the pool (rejection sampling;
+        see :meth:`_draw_cube`)."""
+        M = self.n_modalities
+        n_codes = int(self.codes.shape[0])
+        if n_codes == 0:
+            return None
+        max_len = float(self._code_len.max())
+        mean_len = float(self._code_len.double().mean())
+        rate = n_codes / float(2**M) * mean_len / max_len  # expected acceptance
+        if rate < 1 / 64:
+            return None
+        need = codes | (torch.ones_like(target) << target)
+        free = M - ((need[:, None] >> torch.arange(M, device=need.device)) & 1).sum(1)
+        return free >= _CUBE_MIN_FREE
+
+    def _draw_cube(
+        self,
+        target: Tensor,
+        codes: Tensor,
+        training: bool,
+        sample_keys: Tensor | None,
+        d: Tensor,
+        exclude: Tensor | None,
+        k_i: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Groups of n pairs by rejection from their subcubes: (rows (n, k_max), mask, ok (n,)).
+
+        Slot by slot (without replacement), each unfilled slot makes up to ``_CUBE_ROUNDS``
+        rounds of T trials; a trial draws s uniform in [0, 2^f), deposits its bits into the
+        need's free modalities (the code need | s'), and is accepted when that code occurs,
+        with probability len(code) / max len, and the uniform row of its segment is neither
+        the excluded row nor a member already drawn. Accepted rows are uniform over the pool
+        minus those rows, so a group is a uniform draw without replacement. A pair with a slot
+        still unfilled after the rounds (a pool smaller than its group, or much sparser than
+        the training mask as a whole) is not ok and goes to the pool path. Uniforms come from
+        the generator (training) or the hash of (seed, sample key, target, draw number, slot,
+        trial) (evaluation), as for pool draws."""
+        dev = target.device
+        M = self.n_modalities
+        n = target.shape[0]
+        need = codes | (torch.ones_like(target) << target)
+        mods = torch.arange(M, device=dev)
+        zero = ((need[:, None] >> mods) & 1) == 0
+        free = zero.sum(1)
+        # the free modalities of each pair, ascending, padded (padding takes no bits: s < 2^f)
+        pos = torch.sort(torch.where(zero, mods, M + mods), dim=1).values.clamp_max(M - 1)
+        cells = (torch.ones_like(free) << free).double()
+        max_len = float(self._code_len.max())
+        n_codes = int(self.codes.shape[0])
+        rate = n_codes / float(2**M) * float(self._code_len.double().mean()) / max_len
+        T = int(min(128, max(8, math.ceil(3 / rate))))
+        k_max = int(k_i.max()) if n else 0
+        rows = torch.zeros(n, k_max, dtype=torch.long, device=dev)
+        mask = torch.arange(k_max, device=dev)[None, :] < k_i[:, None]
+        ok = torch.ones(n, dtype=torch.bool, device=dev)
+        ex = exclude.to(dev) if exclude is not None else torch.full_like(target, -1)
+        trial = torch.arange(T, device=dev)
+        for j in range(k_max):
+            todo = mask[:, j].clone()
+            for round_ in range(_CUBE_ROUNDS):
+                idx = (todo & ok).nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    break
+                if training:
+                    u = torch.rand(
+                        idx.shape[0], T, 3, generator=self.generator, dtype=torch.float64
+                    )
+                    u = u.to(dev)
+                else:
+                    assert sample_keys is not None
+                    u = hash_uniform(
+                        torch.tensor(self.seed, device=dev),
+                        sample_keys[idx][:, None, None],
+                        target[idx][:, None, None],
+                        d[idx][:, None, None],
+                        torch.tensor(j, device=dev),
+                        ((round_ + 1) * T + trial)[None, :, None],
+                        torch.arange(3, device=dev)[None, None, :] + 7,
+                    )
+                sub = torch.floor(u[..., 0] * cells[idx, None]).long()  # (ni, T) in [0, 2^f)
+                code = need[idx, None].expand(-1, T).clone()
+                for i in range(int(free[idx].max())):
+                    code |= ((sub >> i) & 1) << pos[idx, i, None]
+                loc = torch.searchsorted(self.codes, code).clamp_max(n_codes - 1)
+                length = self._code_len[loc]
+                hit = (self.codes[loc] == code) & (u[..., 1] * max_len < length.double())
+                off = torch.floor(u[..., 2] * length.double()).long().clamp_max(length - 1)
+                row = self.sorted_index[(self._code_start[loc] + off).clamp(0, self.n_train - 1)]
+                hit &= row != ex[idx, None]
+                if j:
+                    hit &= ~(row[:, :, None] == rows[idx, None, :j]).any(-1)
+                got = hit.any(1)
+                first = hit.long().argmax(1)
+                taken = idx[got]
+                rows[taken, j] = row[got, first[got]]
+                todo[taken] = False
+            ok &= ~todo
+        return rows, mask, ok
+
+    def _draw_split(
+        self,
+        target: Tensor,
+        codes: Tensor,
+        cube: Tensor,
+        training: bool,
+        sample_keys: Tensor | None,
+        d: Tensor,
+        exclude: Tensor | None,
+        n_draws: int,
+    ) -> SupportDraw:
+        """:meth:`draw` with the ``cube`` pairs drawn from their subcubes (:meth:`_draw_cube`)
+        and the others (and cube pairs that were not ok) from the pools."""
+        dev = target.device
+        n, R = target.shape[0], int(n_draws)
+        ci = cube.nonzero().squeeze(1)
+        k_c = self.group_sizes(codes[ci])
+        rep = (lambda t: t.repeat(R)) if R > 1 else (lambda t: t)
+        d_c = d[ci].repeat(R) + torch.arange(R, device=dev).repeat_interleave(ci.shape[0])
+        c_rows, c_mask, c_ok = self._draw_cube(
+            rep(target[ci]),
+            rep(codes[ci]),
+            training,
+            None if sample_keys is None else rep(sample_keys[ci]),
+            d_c,
+            None if exclude is None else rep(exclude[ci]),
+            rep(k_c),
+        )
+        c_ok = c_ok.reshape(R, -1).all(0)
+        exact = ~cube
+        exact[ci[~c_ok]] = True
+        ei = exact.nonzero().squeeze(1)
+        e = self._draw_pools(
+            target[ei],
+            codes[ei],
+            training,
+            None if sample_keys is None else sample_keys[ei],
+            d[ei],
+            None if exclude is None else exclude[ei],
+            R,
+        )
+        nc, ne = ci.shape[0], ei.shape[0]
+        kc, ke = int(c_rows.shape[1]), int(e.index.shape[1])
+        c_rows = c_rows.reshape(R, nc, kc)[:, c_ok]
+        c_mask = c_mask.reshape(R, nc, kc)[:, c_ok]
+        ci = ci[c_ok]
+        k_max = max(kc, ke)
+        index = torch.zeros(R, n, k_max, dtype=torch.long, device=dev)
+        mask = torch.zeros(R, n, k_max, dtype=torch.bool, device=dev)
+        index[:, ci, :kc] = c_rows
+        mask[:, ci, :kc] = c_mask
+        index[:, ei, :ke] = e.index.reshape(R, ne, ke)
+        mask[:, ei, :ke] = e.mask.reshape(R, ne, ke)
+        counts = dict(e.counts)
+        counts["unseen_combination"] = (~torch.isin(codes, self.codes)).sum()
+        counts["pairs"] = torch.tensor(n, device=dev)
+        return SupportDraw(index.reshape(R * n, k_max), mask.reshape(R * n, k_max), counts)
 
     def _exclude(
         self,
