@@ -117,7 +117,9 @@ def run_point(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     selector = SimilarSelector(pool)
     similar_build_s = time.perf_counter() - t0
-    similar_mb = _mb(*selector.z.values(), selector.sq_norm, selector.codes)
+    similar_mb = _mb(
+        selector.z, selector.sq_norm, selector.codes, selector.observed_t, selector.observed_f
+    )
     rows = torch.randint(0, n, (args.similar_batch,), generator=g)
     bi, target = (~obs[rows]).nonzero(as_tuple=True)
     xb = {k: v[rows] for k, v in x.items()}

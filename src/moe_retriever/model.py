@@ -120,6 +120,9 @@ class _PoolBuffers(nn.Module):
             self.register_buffer(key, torch.zeros(0, dims[name]))
         self.register_buffer("observed", torch.zeros(0, n_modalities, dtype=torch.bool))
         self.register_load_state_dict_pre_hook(_PoolBuffers._resize)
+        #: the :class:`TrainingPool` over these buffers (rebuilt when they change); it lives
+        #: here so that models sharing this module (a weight average) share it and its cache
+        self.view: TrainingPool | None = None
 
     @staticmethod
     def _resize(module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
@@ -203,7 +206,6 @@ class MultimodalClassifier(nn.Module):
             )
         self.head_name = self.head.name or type(self.head).__name__
         self.pool = _PoolBuffers(self._keys, self.dims, M)
-        self._pool_cache: TrainingPool | None = None
         if not 0.0 <= config.retrieval_dropout < 1.0:
             raise ValueError(f"retrieval_dropout must be in [0, 1), got {config.retrieval_dropout}")
         if config.align_weight < 0:
@@ -296,7 +298,7 @@ class MultimodalClassifier(nn.Module):
                 )
             self.pool._buffers[self._keys[m]] = v.to(dev)
         self.pool._buffers["observed"] = obs.to(dev)
-        self._pool_cache = None
+        self.pool.view = None
 
     @property
     def has_training_pool(self) -> bool:
@@ -311,13 +313,14 @@ class MultimodalClassifier(nn.Module):
         """The pool as a :class:`TrainingPool` (one object per buffer set, so methods can cache
         their per-pool structures)."""
         obs = self._pool_observed()
-        if self._pool_cache is None or self._pool_cache.observed is not obs:
-            self._pool_cache = TrainingPool(
+        view = self.pool.view
+        if view is None or view.observed is not obs:
+            view = self.pool.view = TrainingPool(
                 list(self.modalities),
                 {m: getattr(self.pool, self._keys[m]) for m in self.modalities},
                 obs,
             )
-        return self._pool_cache
+        return view
 
     # ------------------------------------------------------------------ encoding
     def encode_modality(self, modality: str, x: Tensor) -> Tensor:

@@ -154,6 +154,56 @@ def test_ema_update_rule_and_warmup() -> None:
     assert module.eval_model() is module.ema_model.module
 
 
+def test_the_weight_average_shares_the_training_pool_and_checkpoints_store_it_once(
+    tmp_path: Path,
+) -> None:
+    """The EMA copy holds the live model's pool module (no second copy of the training data),
+    never averages it, shares its cached structures, and a checkpoint writes it once."""
+    from moe_retriever.model import ModelConfig, MultimodalClassifier
+
+    torch.manual_seed(0)
+    dims = {"a": 3, "b": 4}
+    obs = torch.rand(40, 2) < 0.7
+    obs[obs.sum(1) == 0, 0] = True
+    x = {m: torch.randn(40, d) * obs[:, j, None] for j, (m, d) in enumerate(dims.items())}
+    model = MultimodalClassifier(
+        dims, 2, ModelConfig(n_tokens=2, dim=8, n_heads=2), "moe-retriever"
+    )
+    model.set_training_pool(x, obs)
+    cfg = TrainConfig()
+    cfg.set("train.weight_average", "ema")
+    module = ClassifierModule(model, cfg, seed=0)
+    ema = module.ema_model
+    assert ema is not None and ema.module.pool is model.pool
+    assert ema.module.training_pool() is model.training_pool()  # one view, one cache
+    pool_before = {k: v.clone() for k, v in model.pool.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    module.update_weight_average(retrieval=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    module.update_weight_average(retrieval=True)
+    for k, v in model.pool.state_dict().items():
+        assert torch.equal(v, pool_before[k])
+    w = dict(model.named_parameters())
+    e = dict(ema.module.named_parameters())
+    assert all(not torch.equal(w[k], e[k]) for k in w)  # the weights are averaged
+    torch.save({"state_dict": module.state_dict()}, tmp_path / "m.ckpt")
+    sd = torch.load(tmp_path / "m.ckpt", weights_only=True)["state_dict"]
+    key = "pool." + model._keys["a"]
+    assert sd["model." + key].data_ptr() == sd["ema_model.module." + key].data_ptr()
+    fresh = ClassifierModule(
+        MultimodalClassifier(dims, 2, ModelConfig(n_tokens=2, dim=8, n_heads=2), "moe-retriever"),
+        cfg,
+        seed=0,
+    )
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.model.pool.state_dict()[model._keys["a"]], x["a"])
+    assert fresh.ema_model is not None and fresh.ema_model.module.pool is fresh.model.pool
+
+
 def test_new_train_options_are_validated() -> None:
     cfg = TrainConfig()
     with pytest.raises(ValueError, match="select_smoothing"):

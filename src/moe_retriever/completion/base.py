@@ -42,6 +42,10 @@ class TrainingPool:
     modalities: list[str]
     x: dict[str, Tensor]
     observed: Tensor
+    #: structures derived from the pool (e.g. the similar selection's standardized copy),
+    #: built once and shared by every model that draws from this pool object (the live model
+    #: and its weight average)
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def n(self) -> int:

@@ -684,8 +684,7 @@ class SimilarSelector:
         self.codes = combination_codes(pool.observed)
         self.mean: dict[str, Tensor] = {}
         self.std: dict[str, Tensor] = {}
-        self.z: dict[str, Tensor] = {}
-        sq = []
+        z, sq, widths = [], [], []
         for j, m in enumerate(self.modalities):
             v = pool.x[m].float()
             obs = pool.observed[:, j]
@@ -693,25 +692,45 @@ class SimilarSelector:
             mean = rows.mean(0) if rows.shape[0] else v.new_zeros(v.shape[1])
             std = rows.std(0, unbiased=False) if rows.shape[0] > 1 else v.new_ones(v.shape[1])
             std = torch.where(std > eps, std, torch.ones_like(std))
-            z = torch.where(obs[:, None], (v - mean) / std, torch.zeros_like(v))
-            self.mean[m], self.std[m], self.z[m] = mean, std, z
-            sq.append((z * z).sum(1))
+            zj = torch.where(obs[:, None], (v - mean) / std, torch.zeros_like(v))
+            self.mean[m], self.std[m] = mean, std
+            z.append(zj)
+            sq.append((zj * zj).sum(1))
+            widths.append(v.shape[1])
+        #: (N, sum F_m) standardized pool, all modalities side by side (zeros where unobserved)
+        self.z = torch.cat(z, 1)
+        del z
+        #: feature columns of each modality in ``z``
+        self.feature_modality = torch.repeat_interleave(
+            torch.arange(len(widths), device=self.z.device), torch.tensor(widths)
+        )
         self.sq_norm = torch.stack(sq, 1)  # (N, M) squared norm per row and modality
+        self.observed_t = pool.observed.T.contiguous()  # (M, N) bool
+        self.observed_f = pool.observed.float()  # (N, M)
 
     def similarity(self, x: dict[str, Tensor], b_idx: Tensor, codes: Tensor) -> Tensor:
-        """(n, N) cosine of each pair's sample to every training row over its modalities."""
-        n, N = b_idx.shape[0], self.codes.shape[0]
-        dot = torch.zeros(n, N, device=b_idx.device)
-        own = torch.zeros(n, device=b_idx.device)
-        other = torch.zeros(n, N, device=b_idx.device)
-        for j, m in enumerate(self.modalities):  # one matmul per modality, never per pair
-            has = ((codes >> j) & 1).bool()
-            zb = (x[m][b_idx].float().to(self.z[m].device) - self.mean[m]) / self.std[m]
-            zb = zb * has[:, None]
-            dot = dot + zb @ self.z[m].T
-            own = own + (zb * zb).sum(1)
-            other = other + has[:, None] * self.sq_norm[None, :, j]
-        return dot / (own.sqrt()[:, None] * other.sqrt()).clamp_min(1e-12)
+        """(n, N) cosine of each sample to every training row over the sample's modalities
+        (``codes``): three matmuls (dot products over all modalities at once, the rows' norms
+        over the sample's modalities), never a loop over modalities on (n, N) matrices."""
+        zb, has = self._standardize(x, b_idx, codes)
+        dot = zb @ self.z.T
+        other = has @ self.sq_norm.T
+        own = (zb * zb).sum(1)
+        return dot.div_((own.sqrt()[:, None] * other.sqrt_()).clamp_min_(1e-12))
+
+    def _standardize(
+        self, x: dict[str, Tensor], b_idx: Tensor, codes: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The samples' standardized inputs over their modalities (n, sum F_m), zeros
+        elsewhere, and their modality indicator (n, M) float."""
+        dev = self.z.device
+        M = len(self.modalities)
+        has = ((codes.to(dev)[:, None] >> torch.arange(M, device=dev)) & 1).float()
+        parts = [
+            (x[m][b_idx].float().to(dev) - self.mean[m]) / self.std[m] for m in self.modalities
+        ]
+        zb = torch.cat(parts, 1) * has[:, self.feature_modality]
+        return zb, has
 
     def select(
         self,
@@ -766,14 +785,21 @@ class SimilarSelector:
         for s in range(0, n, step):
             pairs = by_row[s : s + step]
             u_lo, u_hi = int(inv[pairs[0]]), int(inv[pairs[-1]]) + 1
-            sim = self.similarity(x, uniq[u_lo:u_hi, 0], uniq[u_lo:u_hi, 1])[inv[pairs] - u_lo]
-            nd = need[pairs]
-            member = (self.codes[None, :] & nd[:, None]) == nd[:, None]  # (chunk, N)
+            u_codes = uniq[u_lo:u_hi, 1]
+            sim_u = self.similarity(x, uniq[u_lo:u_hi, 0], u_codes)
+            # rows lacking a modality of the sample's set: out of its (m, O) pools
+            has = (u_codes[:, None] >> torch.arange(len(self.modalities), device=dev)) & 1
+            lack = (has.float() @ self.observed_f.T) < has.sum(1, keepdim=True).float() - 0.5
+            iu = inv[pairs] - u_lo
+            sim = sim_u[iu]
+            bad = ~self.observed_t[target[pairs]]  # members observe the target
+            keep_all = empty[pairs]  # fallback pools: every row observing the target
+            bad |= lack[iu] & ~keep_all[:, None]
+            sim.masked_fill_(bad, -math.inf)
             if ex is not None:
                 pe = ex[pairs]
-                has = (pe >= 0).nonzero().squeeze(1)
-                member[has, pe[has]] = False
-            sim = torch.where(member, sim, torch.full_like(sim, -math.inf))
+                has_ex = (pe >= 0).nonzero().squeeze(1)
+                sim[has_ex, pe[has_ex]] = -math.inf
             order[pairs] = top_k_stable(sim, k_max)
         mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
         rows = torch.where(mask, order, torch.zeros_like(order))
@@ -890,8 +916,6 @@ class SupportSampling:
         self.support_select = support_select
         self._sampler: SupportingGroupSampler | None = None
         self._sampler_source: Tensor | None = None
-        self._selector: SimilarSelector | None = None
-        self._selector_source: Tensor | None = None
 
     def set_seed(self, seed: int) -> None:
         """Seed of the supporting-group draws: evaluation groups are a hash of it (and of the
@@ -919,14 +943,14 @@ class SupportSampling:
                 'support_select="similar" compares raw inputs: the completion context needs '
                 "the batch's inputs (context.x); MultimodalClassifier passes them"
             )
-        if self._selector is None or self._selector_source is not pool.observed:
-            self._selector = SimilarSelector(pool)
-            self._selector_source = pool.observed
+        selector = pool.cache.get("similar")
+        if selector is None:  # one standardized copy per pool, shared by the models using it
+            selector = pool.cache["similar"] = SimilarSelector(pool)
         exclude = None
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(b_idx.device)[b_idx]
         sampler = self.sampler_for(pool)
-        return self._selector.select(sampler, context.x, b_idx, m_idx, codes, exclude)
+        return selector.select(sampler, context.x, b_idx, m_idx, codes, exclude)
 
     def draw_pairs(
         self, observed: Tensor, context: CompletionContext

@@ -67,6 +67,38 @@ def prepare_generators(model: nn.Module) -> None:
         sampler_for(model.training_pool())  # type: ignore[operator]
 
 
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """An EMA of ``model``'s weights that SHARES its training pool instead of copying it.
+
+    The pool (``model.pool``, the raw training inputs) is data, not weights: the average's
+    module holds the same pool module (so the same tensors, the same :class:`TrainingPool`
+    view and its cached structures), the deep copy made here skips it, the average skips
+    tensors it shares with the live model, and a checkpoint stores the pool once (torch.save
+    writes a shared storage once). Buffers that are weights (normalisation statistics) are
+    averaged as before (``use_buffers=True``)."""
+    base = get_ema_multi_avg_fn(decay)
+
+    def ema(
+        avg: tuple[Tensor, ...] | list[Tensor],
+        cur: tuple[Tensor, ...] | list[Tensor],
+        n: Tensor | int,
+    ) -> None:
+        pairs = [(a, c) for a, c in zip(avg, cur) if a.data_ptr() != c.data_ptr()]
+        if pairs:
+            base([a for a, _ in pairs], [c for _, c in pairs], n)
+
+    pool = model._modules.get("pool")
+    if pool is None:
+        return AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
+    model._modules["pool"] = None  # not deep-copied
+    try:
+        averaged = AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
+    finally:
+        model._modules["pool"] = pool
+    averaged.module._modules["pool"] = pool
+    return averaged
+
+
 #: base of the score of a post-warm-up epoch whose monitored metric is undefined: the score is
 #: ``FALLBACK_SCORE - min(val_loss, 50)`` (lowest validation loss wins), or, when the loss is
 #: undefined too, ``2 * FALLBACK_SCORE + epoch / 1000`` (the latest epoch wins). Every defined
@@ -166,11 +198,7 @@ class ClassifierModule(L.LightningModule):
         #: step once retrieval is on, so the average starts from the first post-warm-up weights
         self.ema_model: AveragedModel | None = None
         if config.train.weight_average == "ema":
-            self.ema_model = AveragedModel(
-                model,
-                multi_avg_fn=get_ema_multi_avg_fn(config.train.ema_decay),
-                use_buffers=True,
-            )
+            self.ema_model = weight_average(model, config.train.ema_decay)
 
     # ------------------------------------------------------------------ helpers
     def retrieval_on(self) -> bool:
