@@ -576,3 +576,51 @@ def test_a_sparse_subcube_falls_back_to_the_pool_path() -> None:
     d = s.draw(target, codes, True)
     assert set(d.index[0][d.mask[0]].tolist()) <= {0, 1} and int(d.mask.sum()) == 4
     assert int(d.counts["with_replacement"]) == 1 and int(d.counts["fallback_empty_pool"]) == 0
+
+
+@pytest.mark.parametrize("with_exclude", [True, False])
+def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclude: bool) -> None:
+    """Compacting each sample's candidate rows (those observing its whole set) changes no
+    group and no count, against the full-row path and against the pools of the sampler;
+    fallbacks (empty pools), own rows and tiny pools included."""
+    from moe_retriever.completion.base import TrainingPool
+    from moe_retriever.completion.sampler import SimilarSelector
+
+    g = torch.Generator().manual_seed(7)
+    N, M = 600, 8
+    dims = {f"m{j}": 2 + j % 3 for j in range(M)}
+    obs = _observed(N, M, seed=41, p=0.55)
+    obs[:, 7] &= ~obs[:, 6]  # no training row observes both: their pools are empty
+    x = {
+        m: torch.randn(N, f, generator=g) * obs[:, j, None] for j, (m, f) in enumerate(dims.items())
+    }
+    x["m0"][5] = x["m0"][4]  # an exact tie between two rows
+    pool = TrainingPool(list(dims), x, obs)
+    sampler = SupportingGroupSampler(obs, k=5)
+    bobs = torch.rand(120, M, generator=g) < 0.85  # large sets: some pools are empty
+    bobs[bobs.sum(1) == 0, 1] = True
+    b_idx, target = (~bobs).nonzero(as_tuple=True)
+    codes = combination_codes(bobs)[b_idx]
+    bx = {m: v[:120] for m, v in x.items()}
+    exclude = b_idx.clone() if with_exclude else None
+    full = SimilarSelector(pool, compact_fraction=0.0).select(
+        sampler, bx, b_idx, target, codes, exclude
+    )
+    compact = SimilarSelector(pool, compact_fraction=1.0, chunk_entries=2000).select(
+        sampler, bx, b_idx, target, codes, exclude
+    )
+    assert torch.equal(full.index, compact.index) and torch.equal(full.mask, compact.mask)
+    assert {k: int(v) for k, v in full.counts.items()} == {
+        k: int(v) for k, v in compact.counts.items()
+    }
+    assert int(full.counts["fallback_empty_pool"]) > 0
+    # members come from the sampler's pools (or the fallback), as many as the pool allows
+    for i in range(len(b_idx)):
+        m, c = int(target[i]), int(codes[i])
+        pool_rows = set(sampler.pool_members(m, c).tolist())
+        if not pool_rows:
+            pool_rows = set(obs[:, m].nonzero().squeeze(1).tolist())
+        if exclude is not None:
+            pool_rows.discard(int(exclude[i]))
+        got = full.index[i][full.mask[i]].tolist()
+        assert set(got) <= pool_rows and len(got) == min(5, len(pool_rows))

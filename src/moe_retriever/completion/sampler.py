@@ -231,7 +231,8 @@ class SupportingGroupSampler:
         mods = torch.arange(M, device=dev)
         free = M - ((need[:, None] >> mods) & 1).sum(1)
         enum = (free <= 20) & ((torch.ones_like(free) << free.clamp_max(20)) <= 4 * W)
-        key_parts, code_parts = [], []
+        key_parts: list[Tensor] = []
+        code_parts: list[Tensor] = []
         for f in torch.unique(free[enum]).tolist():
             self._enumerate_supersets(
                 need, (enum & (free == f)).nonzero().squeeze(1), int(f), key_parts, code_parts
@@ -677,9 +678,18 @@ class SimilarSelector:
     N_train; memory stays within ``chunk_entries`` (pairs go in chunks when N_train is large).
     """
 
-    def __init__(self, pool: TrainingPool, eps: float = 1e-6, chunk_entries: int = 1 << 25) -> None:
+    def __init__(
+        self,
+        pool: TrainingPool,
+        eps: float = 1e-6,
+        chunk_entries: int = 1 << 25,
+        compact_fraction: float = 0.25,
+    ) -> None:
         #: most (pair, training row) entries of the similarity matrix held at once
         self.chunk_entries = int(chunk_entries)
+        #: a sample whose candidate rows are at most this fraction of the pool gets its
+        #: per-pair masking and top-k over those rows only (:meth:`select`)
+        self.compact_fraction = float(compact_fraction)
         self.modalities = list(pool.modalities)
         self.codes = combination_codes(pool.observed)
         self.mean: dict[str, Tensor] = {}
@@ -741,69 +751,137 @@ class SimilarSelector:
         codes: Tensor,
         exclude: Tensor | None = None,
     ) -> SupportDraw:
-        """Groups of the top-k most similar members of each pair's pool (see the class)."""
+        """Groups of the top-k most similar members of each pair's pool (see the class).
+
+        Pool sizes come from the similarity pass itself (the rows that observe the pair's
+        modalities and its target), so no pool is built. Per sample, the rows observing its
+        whole observed set (its candidates) are compacted when they are at most
+        ``compact_fraction`` of the pool: the per-pair masking and top-k then run over the
+        candidates only (at M = 16 a sample observing 8 modalities has ~N / 256 of them), with
+        the same values and the same tie rule (candidates keep the ascending row order)."""
         dev = target.device
         n = target.shape[0]
-        key_id = sampler.key_ids(target, codes) if n else target.long()
-        empty = sampler.pool_size[key_id] == 0
-        bit = torch.ones_like(target) << target
-        need = torch.where(empty, bit, codes | bit)  # the fallback pool: rows observing m
-        # pool sizes from the sampler's index, less the excluded row where it is a member
-        size = sampler.pool_size[torch.where(empty, sampler.fallback_key[target], key_id)]
-        self_in = torch.zeros(n, dtype=torch.bool, device=dev)
-        ex = None
-        if exclude is not None:
-            ex = exclude.to(dev)
-            ok = ex >= 0
-            ex_code = self.codes[ex.clamp_min(0)]
-            self_in = ok & ((ex_code & need) == need)
-            size = size - self_in.long()
         k_i = sampler.group_sizes(codes)
-        k_eff = torch.minimum(k_i, size)
-        k_max = int(k_eff.max()) if n else 0
+        ex = exclude.to(dev) if exclude is not None else None
         counts = {
-            "fallback_empty_pool": empty.sum(),
-            "no_support": (size == 0).sum(),
             "with_replacement": torch.zeros((), dtype=torch.long, device=dev),
             "unseen_combination": (~torch.isin(codes, sampler.codes)).sum(),
             "pairs": torch.tensor(n, device=dev),
         }
+        k_req = int(k_i.max()) if n else 0
+        order = torch.zeros(n, k_req, dtype=torch.long, device=dev)
+        size = torch.zeros(n, dtype=torch.long, device=dev)  # pool size, excluded row out
+        empty = torch.zeros(n, dtype=torch.bool, device=dev)
+        self_in = torch.zeros(n, dtype=torch.bool, device=dev)
+        if k_req > 0:
+            self._select_chunks(x, b_idx, target, codes, ex, k_req, order, size, empty, self_in)
+        k_eff = torch.minimum(k_i, size)
+        counts["fallback_empty_pool"] = empty.sum()
+        counts["no_support"] = (size == 0).sum()
         if exclude is not None:
             counts["self_dropped"] = (self_in & (size < k_i)).sum()
-        if k_max == 0:
-            z = torch.zeros(n, 0, dtype=torch.long, device=dev)
-            return SupportDraw(z, z.bool(), counts)
-        # the similarity depends on the sample and its observed set, not on the target: a
-        # sample missing several modalities is compared with the training rows once. Pairs
-        # go in chunks (sorted by sample) so that the (pairs x N_train) matrices stay within
-        # ``chunk_entries`` whatever N; every pair's result is independent of the chunking
+        k_max = int(k_eff.max()) if n else 0
+        mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
+        rows = torch.where(mask, order[:, :k_max], torch.zeros_like(mask, dtype=torch.long))
+        return SupportDraw(rows, mask, counts)
+
+    def _select_chunks(
+        self,
+        x: dict[str, Tensor],
+        b_idx: Tensor,
+        target: Tensor,
+        codes: Tensor,
+        ex: Tensor | None,
+        k: int,
+        order: Tensor,
+        size: Tensor,
+        empty: Tensor,
+        self_in: Tensor,
+    ) -> None:
+        """Fill ``order`` (top-k rows), ``size``, ``empty`` and ``self_in`` per pair.
+
+        The similarity depends on the sample and its observed set, not on the target: a
+        sample missing several modalities is compared with the training rows once. Pairs go
+        in chunks (sorted by sample) so that the (pairs x N_train) matrices stay within
+        ``chunk_entries`` whatever N; every pair's result is independent of the chunking."""
+        dev = target.device
+        M = len(self.modalities)
+        N = self.codes.shape[0]
+        mods = torch.arange(M, device=dev)
         uniq, inv = torch.unique(torch.stack([b_idx, codes], 1), dim=0, return_inverse=True)
         by_row = torch.argsort(inv, stable=True)
-        N = self.codes.shape[0]
         step = max(1, self.chunk_entries // max(N, 1))
-        order = torch.zeros(n, k_max, dtype=torch.long, device=dev)
-        for s in range(0, n, step):
+        obs_pad = torch.cat([self.observed_t, self.observed_t.new_zeros(M, 1)], 1)  # col N: none
+        for s in range(0, target.shape[0], step):
             pairs = by_row[s : s + step]
             u_lo, u_hi = int(inv[pairs[0]]), int(inv[pairs[-1]]) + 1
             u_codes = uniq[u_lo:u_hi, 1]
             sim_u = self.similarity(x, uniq[u_lo:u_hi, 0], u_codes)
-            # rows lacking a modality of the sample's set: out of its (m, O) pools
-            has = (u_codes[:, None] >> torch.arange(len(self.modalities), device=dev)) & 1
-            lack = (has.float() @ self.observed_f.T) < has.sum(1, keepdim=True).float() - 0.5
+            has = ((u_codes[:, None] >> mods) & 1).float()
+            cand = (has @ self.observed_f.T) > has.sum(1, keepdim=True) - 0.5  # observe all O
+            n_cand = torch.count_nonzero(cand, dim=1)
             iu = inv[pairs] - u_lo
-            sim = sim_u[iu]
-            bad = ~self.observed_t[target[pairs]]  # members observe the target
-            keep_all = empty[pairs]  # fallback pools: every row observing the target
-            bad |= lack[iu] & ~keep_all[:, None]
-            sim.masked_fill_(bad, -math.inf)
-            if ex is not None:
-                pe = ex[pairs]
-                has_ex = (pe >= 0).nonzero().squeeze(1)
-                sim[has_ex, pe[has_ex]] = -math.inf
-            order[pairs] = top_k_stable(sim, k_max)
-        mask = torch.arange(k_max, device=dev)[None, :] < k_eff[:, None]
-        rows = torch.where(mask, order, torch.zeros_like(order))
-        return SupportDraw(rows, mask, counts)
+            t_p = target[pairs]
+            ex_p = ex[pairs] if ex is not None else torch.full_like(t_p, -1)
+            small = n_cand[iu] <= self.compact_fraction * N
+            # pairs whose sample has few candidates, in groups of similar candidate counts
+            # (powers of two), each over its samples' candidates compacted (ascending rows,
+            # padded with the row N that observes nothing); the others over all rows
+            level = torch.log2(n_cand[iu].clamp_min(1).double()).ceil().long()
+            groups: list[tuple[Tensor, Tensor | None, Tensor | None]] = []
+            for lv in torch.unique(level[small]).tolist():
+                part = (small & (level == lv)).nonzero().squeeze(1)
+                su, slot_of = torch.unique(iu[part], return_inverse=True)
+                C = int(n_cand[su].max())
+                r, c = cand[su].nonzero(as_tuple=True)
+                start = torch.cumsum(n_cand[su], 0) - n_cand[su]
+                pos = torch.arange(r.shape[0], device=dev) - start[r]
+                cols = torch.full((su.shape[0], C), N, dtype=torch.long, device=dev)
+                vals = torch.full((su.shape[0], C), -math.inf, device=dev)
+                cols[r, pos] = c
+                vals[r, pos] = sim_u[su[r], c]
+                groups.append((part, cols[slot_of], vals[slot_of]))
+            groups.append(((~small).nonzero().squeeze(1), None, None))
+            for part, col_c, val_c in groups:
+                if part.numel() == 0:
+                    continue
+                tp, ep = t_p[part], ex_p[part]
+                if col_c is not None and val_c is not None:
+                    col, v = col_c, val_c
+                    bad = ~obs_pad[tp[:, None], col]  # members observe the target too
+                    bad |= col == ep[:, None]  # not the sample's own row
+                    v.masked_fill_(bad, -math.inf)
+                else:
+                    col = torch.arange(N, device=dev).expand(part.shape[0], N)
+                    v = sim_u[iu[part]]
+                    v.masked_fill_(~(cand[iu[part]] & self.observed_t[tp]), -math.inf)
+                    has_ex = (ep >= 0).nonzero().squeeze(1)
+                    v[has_ex, ep[has_ex]] = -math.inf
+                n_ok = torch.count_nonzero(v > -math.inf, dim=1)
+                # the excluded row was a member: the pool is not empty, only the group smaller
+                own = (ep >= 0) & (
+                    (self.codes[ep.clamp_min(0)] & (codes[pairs[part]] | (1 << tp)))
+                    == (codes[pairs[part]] | (1 << tp))
+                )
+                fb = (n_ok == 0) & ~own  # an empty pool: every row observing the target
+                if bool(fb.any()):
+                    fi = fb.nonzero().squeeze(1)
+                    col_f = torch.arange(N, device=dev).expand(fi.shape[0], N)
+                    v_f = sim_u[iu[part[fi]]].masked_fill(~self.observed_t[tp[fi]], -math.inf)
+                    v_f.masked_fill_(col_f == ep[fi, None], -math.inf)
+                    own_f = (ep[fi] >= 0) & obs_pad[tp[fi], ep[fi].clamp_min(0)]
+                    n_f = torch.count_nonzero(v_f > -math.inf, dim=1)
+                    glob = pairs[part[fi]]
+                    kk = min(k, N)
+                    order[glob, :kk] = top_k_stable(v_f, kk)
+                    size[glob], empty[glob], self_in[glob] = n_f, True, own_f
+                keep = (~fb).nonzero().squeeze(1)
+                if keep.numel():
+                    glob = pairs[part[keep]]
+                    kk = min(k, v.shape[1])
+                    top = top_k_stable(v[keep], kk)
+                    order[glob, :kk] = col[keep].gather(1, top)
+                    size[glob], self_in[glob] = n_ok[keep], own[keep]
 
 
 def top_k_stable(score: Tensor, k: int) -> Tensor:
@@ -950,7 +1028,7 @@ class SupportSampling:
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(b_idx.device)[b_idx]
         sampler = self.sampler_for(pool)
-        return selector.select(sampler, context.x, b_idx, m_idx, codes, exclude)
+        return selector.select(sampler, context.x or {}, b_idx, m_idx, codes, exclude)
 
     def draw_pairs(
         self, observed: Tensor, context: CompletionContext
