@@ -339,8 +339,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 + (f" --threads {args.threads}" if args.threads else ""),
             },
         }
+    if not args.epoch and out.exists() and "epoch" in (previous := json.loads(out.read_text())):
+        report["epoch"] = previous["epoch"]  # a grid run keeps the last epoch measurement
     if args.epoch:
         ep = _child("--epoch-point", args.epoch_n, args.epoch_m, passthrough)
+        ep["command"] = "python " + " ".join(["benchmarks/scaling.py", *sys.argv[1:]])
         report["epoch"] = ep
         print(
             f"epoch: N={ep['n_train']} M={ep['m']} ({ep['steps']} steps of {ep['batch']}, "

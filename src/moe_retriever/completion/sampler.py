@@ -22,6 +22,13 @@ Layout (cheap for M up to 40, whatever the number of combinations the model quer
   A pool's member order depends only on the training mask, not on when it was cached, so
   draws do not depend on the order in which keys were met. The cache holds no RNG state.
 
+* subcube draws: when the occurring codes fill a good part of the 2^M combinations (M = 16 at
+  N = 10^6: all of them) a pool leaving many modalities free spans thousands of codes, and
+  building it would cost that many segments per key. Such pairs draw their members by
+  rejection from the pool's subcube instead (a uniform code of the subcube, kept with
+  probability len(code) / max len, a uniform row of it): uniform over the pool, nothing built
+  (:meth:`SupportingGroupSampler._cube_pairs`, :meth:`~SupportingGroupSampler._draw_cube`).
+
 Draws: k members per pair (default k = |O_i|, as in the reference code; ``k`` fixes it), without
 replacement when the pool holds at least k samples (Floyd's algorithm, vectorized over pairs, k
 sequential steps), otherwise with replacement. Only a pair whose pool is EMPTY (no training
@@ -466,17 +473,18 @@ class SupportingGroupSampler:
         row of that code's segment, i.e. a uniform member of the pool (rejection sampling;
         see :meth:`_draw_cube`)."""
         M = self.n_modalities
-        n_codes = int(self.codes.shape[0])
-        if n_codes == 0:
-            return None
-        max_len = float(self._code_len.max())
-        mean_len = float(self._code_len.double().mean())
-        rate = n_codes / float(2**M) * mean_len / max_len  # expected acceptance
-        if rate < 1 / 64:
+        if self.codes.shape[0] == 0 or self._cube_rate() < 1 / 64:
             return None
         need = codes | (torch.ones_like(target) << target)
         free = M - ((need[:, None] >> torch.arange(M, device=need.device)) & 1).sum(1)
         return free >= _CUBE_MIN_FREE
+
+    def _cube_rate(self) -> float:
+        """Expected acceptance of a subcube trial: the share of the 2^M combinations that
+        occur, times mean / max rows per occurring combination."""
+        lengths = self._code_len.double()
+        share = self.codes.shape[0] / float(2**self.n_modalities)
+        return share * float(lengths.mean()) / float(lengths.max())
 
     def _draw_cube(
         self,
@@ -512,7 +520,7 @@ class SupportingGroupSampler:
         cells = (torch.ones_like(free) << free).double()
         max_len = float(self._code_len.max())
         n_codes = int(self.codes.shape[0])
-        rate = n_codes / float(2**M) * float(self._code_len.double().mean()) / max_len
+        rate = self._cube_rate()
         T = int(min(128, max(8, math.ceil(3 / rate))))
         k_max = int(k_i.max()) if n else 0
         rows = torch.zeros(n, k_max, dtype=torch.long, device=dev)
