@@ -12,6 +12,10 @@ a retrieval step of the same model. Sections (forward):
   ``moe``: the router alone;
 * ``encode_batch``: the batch's own encoders; ``head``: fusion + classifier.
 
+Then ``gflop_forward``: the matmul / attention FLOPs of one forward pass per part of the model
+(encoders of the batch and of the supporting rows, the retriever's projections, its attention
+scores, its router and experts, the head).
+
     python benchmarks/retrieval_profile.py --threads 1
 """
 
@@ -31,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import synthetic
+from _common import count_cpu_attention_flops, synthetic
 
 import moe_retriever.completion.moe_retriever as mr
 import moe_retriever.completion.sampler as sm
@@ -106,6 +110,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ms["total"] = ms["forward"] + ms["backward"] + ms["adam"]
         report[way] = ms
         print(f"{way:9s} (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+    # where the arithmetic is: matmul / attention GFLOP of one FORWARD pass per part of the
+    # model (torch's FlopCounterMode; element-wise ops are not counted; the backward, about
+    # twice the forward, is not attributed to modules reliably, so it is left out). The
+    # encoders serve both the batch and, in a retrieval step, the supporting rows.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_attention_flops()
+
+    def part_of(name: str) -> str | None:
+        if name.count(".") == 2 and name.startswith("MultimodalClassifier.encoders."):
+            return "encoders (batch + supporting rows)"
+        if name in (
+            "MultimodalClassifier.completion.attention.attn.qkv",
+            "MultimodalClassifier.completion.attention.attn.out",
+        ):
+            return "retriever QKV + output projections"
+        if name == "MultimodalClassifier.completion.moe":
+            return "retriever router + experts"
+        if name == "MultimodalClassifier.head":
+            return "head (fusion + classifier)"
+        return None
+
+    gflop: dict[str, dict[str, float]] = {}
+    for way, retrieve in (("zero_fill", False), ("retrieval", True)):
+        idx = torch.randint(0, 4000, (64,), generator=g)
+        with FlopCounterMode(display=False, depth=3) as counter:
+            model({m: v[idx] for m, v in x.items()}, obs[idx], idx, retrieve=retrieve)
+        total = counter.get_total_flops() / 1e9
+        row: dict[str, float] = collections.defaultdict(float)
+        for name, ops in counter.get_flop_counts().items():
+            part = part_of(name)
+            if part is not None:
+                row[part] += sum(ops.values()) / 1e9
+        # what no named part holds: the retriever's attention scores (SDPA) and the rest
+        row["retriever attention (SDPA) + rest"] = total - sum(row.values())
+        row["total"] = total
+        gflop[way] = dict(row)
+        print(f"{way:9s} (forward GFLOP): " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()))
+    report["gflop_forward"] = gflop
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     return report

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LoopCompletion, make_step, synthetic
+from _common import LoopCompletion, count_cpu_attention_flops, make_step, synthetic
 
 from moe_retriever.model import ModelConfig, MultimodalClassifier
 
@@ -98,8 +98,11 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
         if r % args.loop_every == 0:
             times["per_sample_loop"].append(run("per_sample_loop"))
     # the work itself: matmul / attention FLOPs of one step (forward + backward) per way,
-    # counted by torch's FlopCounterMode (element-wise ops are not counted)
+    # counted by torch's FlopCounterMode (element-wise ops are not counted; the CPU attention
+    # kernel gets torch's SDPA formula, which torch itself registers only for CUDA kernels)
     from torch.utils.flop_counter import FlopCounterMode
+
+    count_cpu_attention_flops()
 
     flops = {}
     for way in ("batched", "zero_fill"):

@@ -467,13 +467,14 @@ class SupportingGroupSampler:
         building the pool costs that many segments (M = 16 at N = 10^6: every one of the 65,536
         combinations occurs, and a sample with 4 observed modalities has a pool of 2^11 codes).
         When the occurring codes fill a good part of the 2^M combinations (expected acceptance
-        at least 1/64) and the pool spans many codes (f >= ``_CUBE_MIN_FREE``: 32 or more
+        at least 1/8; below that the trials cost more than building the pool: measured at
+        M = 16, N = 10^4) and the pool spans many codes (f >= ``_CUBE_MIN_FREE``: 32 or more
         codes), the pair's members are drawn without building anything: a uniform code of the
         subcube, accepted when it occurs with probability len(code) / max len, then a uniform
         row of that code's segment, i.e. a uniform member of the pool (rejection sampling;
         see :meth:`_draw_cube`)."""
         M = self.n_modalities
-        if self.codes.shape[0] == 0 or self._cube_rate() < 1 / 64:
+        if self.codes.shape[0] == 0 or self._cube_rate() < 1 / 8:
             return None
         need = codes | (torch.ones_like(target) << target)
         free = M - ((need[:, None] >> torch.arange(M, device=need.device)) & 1).sum(1)
