@@ -624,3 +624,26 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
             pool_rows.discard(int(exclude[i]))
         got = full.index[i][full.mask[i]].tolist()
         assert set(got) <= pool_rows and len(got) == min(5, len(pool_rows))
+
+
+def test_similar_selection_is_float32_under_autocast() -> None:
+    """Mixed precision (bf16 autocast) must not change which rows are selected."""
+    from moe_retriever.completion.base import TrainingPool
+    from moe_retriever.completion.sampler import SimilarSelector
+
+    g = torch.Generator().manual_seed(9)
+    dims = {"a": 5, "b": 3, "c": 4}
+    obs = _observed(300, 3, seed=51, p=0.6)
+    x = {
+        m: torch.randn(300, f, generator=g) * obs[:, j, None]
+        for j, (m, f) in enumerate(dims.items())
+    }
+    sel = SimilarSelector(TrainingPool(list(dims), x, obs))
+    sampler = SupportingGroupSampler(obs, k=4)
+    b_idx, target = (~obs[:60]).nonzero(as_tuple=True)
+    codes = combination_codes(obs[:60])[b_idx]
+    bx = {m: v[:60] for m, v in x.items()}
+    ref = sel.select(sampler, bx, b_idx, target, codes, b_idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = sel.select(sampler, bx, b_idx, target, codes, b_idx)
+    assert torch.equal(ref.index, mixed.index) and torch.equal(ref.mask, mixed.mask)

@@ -782,8 +782,9 @@ class SimilarSelector:
         size = torch.zeros(n, dtype=torch.long, device=dev)  # pool size, excluded row out
         empty = torch.zeros(n, dtype=torch.bool, device=dev)
         self_in = torch.zeros(n, dtype=torch.bool, device=dev)
-        if k_req > 0:
-            self._select_chunks(x, b_idx, target, codes, ex, k_req, order, size, empty, self_in)
+        if k_req > 0:  # in float32 even under autocast: the selection must not depend on it
+            with torch.autocast(dev.type, enabled=False):
+                self._select_chunks(x, b_idx, target, codes, ex, k_req, order, size, empty, self_in)
         k_eff = torch.minimum(k_i, size)
         counts["fallback_empty_pool"] = empty.sum()
         counts["no_support"] = (size == 0).sum()
