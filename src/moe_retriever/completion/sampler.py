@@ -95,6 +95,11 @@ def combination_codes(observed: Tensor) -> Tensor:
     return (observed.long() * weights).sum(dim=1)
 
 
+def code_bits(codes: Tensor, n_modalities: int) -> Tensor:
+    """(n,) int64 bitmask codes -> (n, M) int64 0/1, column j = bit j (modality j observed)."""
+    return (codes[:, None] >> torch.arange(n_modalities, device=codes.device)) & 1
+
+
 @dataclass
 class SupportDraw:
     """Supporting groups of n pairs: ``index`` (n, k_max) rows of the training pool, ``mask``
@@ -150,9 +155,7 @@ class SupportingGroupSampler:
         self._code_start = torch.cumsum(seg_counts, 0) - seg_counts  # offset in sorted_index
         # the superset test works on bitsets: bit c of word row j says "occurring code c
         # observes modality j" ((M, ceil(n_codes / 64)) int64, 64 codes per word)
-        self._has_bit = _pack_bits(
-            ((uniq[None, :] >> torch.arange(M, device=dev)[:, None]) & 1).bool()
-        )
+        self._has_bit = _pack_bits(code_bits(uniq, M).T.bool())
         self.n_clears = 0  # times the cache was emptied to respect max_segments
 
         # The pool cache. Per key id (in the order keys were built): target modality, pool size,
@@ -235,8 +238,7 @@ class SupportingGroupSampler:
         dev = self.device
         M, W = self._has_bit.shape
         n = need.shape[0]
-        mods = torch.arange(M, device=dev)
-        free = M - ((need[:, None] >> mods) & 1).sum(1)
+        free = M - code_bits(need, M).sum(1)
         enum = (free <= 20) & ((torch.ones_like(free) << free.clamp_max(20)) <= 4 * W)
         key_parts: list[Tensor] = []
         code_parts: list[Tensor] = []
@@ -282,7 +284,7 @@ class SupportingGroupSampler:
         for s in range(0, keys.shape[0], block):
             ki = keys[s : s + block]
             nd = need[ki]
-            zero = ((nd[:, None] >> mods) & 1) == 0
+            zero = code_bits(nd, M) == 0
             pos = mods.expand(ki.shape[0], M)[zero].reshape(ki.shape[0], f)  # ascending
             cand = nd[:, None] | (sbits[None] << pos[:, None, :]).sum(-1)  # (nk, S) ascending
             loc = torch.searchsorted(self.codes, cand).clamp_max(n_codes - 1)
@@ -345,8 +347,7 @@ class SupportingGroupSampler:
         """k per pair: ``self.k`` or |O_i| (the number of observed modalities)."""
         if self.k is not None:
             return torch.full_like(codes, self.k)
-        bits = (codes[:, None] >> torch.arange(self.n_modalities, device=codes.device)) & 1
-        return bits.sum(dim=1)
+        return code_bits(codes, self.n_modalities).sum(dim=1)
 
     def draw(
         self,
@@ -477,7 +478,7 @@ class SupportingGroupSampler:
         if self.codes.shape[0] == 0 or self._cube_rate() < 1 / 8:
             return None
         need = codes | (torch.ones_like(target) << target)
-        free = M - ((need[:, None] >> torch.arange(M, device=need.device)) & 1).sum(1)
+        free = M - code_bits(need, M).sum(1)
         return free >= _CUBE_MIN_FREE
 
     def _cube_rate(self) -> float:
@@ -514,7 +515,7 @@ class SupportingGroupSampler:
         n = target.shape[0]
         need = codes | (torch.ones_like(target) << target)
         mods = torch.arange(M, device=dev)
-        zero = ((need[:, None] >> mods) & 1) == 0
+        zero = code_bits(need, M) == 0
         free = zero.sum(1)
         # the free modalities of each pair, ascending, padded (padding takes no bits: s < 2^f)
         pos = torch.sort(torch.where(zero, mods, M + mods), dim=1).values.clamp_max(M - 1)
@@ -588,16 +589,15 @@ class SupportingGroupSampler:
         n, R = target.shape[0], int(n_draws)
         ci = cube.nonzero().squeeze(1)
         k_c = self.group_sizes(codes[ci])
-        rep = (lambda t: t.repeat(R)) if R > 1 else (lambda t: t)
         d_c = d[ci].repeat(R) + torch.arange(R, device=dev).repeat_interleave(ci.shape[0])
-        c_rows, c_mask, c_ok = self._draw_cube(
-            rep(target[ci]),
-            rep(codes[ci]),
+        c_rows, c_mask, c_ok = self._draw_cube(  # the cube pairs R times, draw-major
+            target[ci].repeat(R),
+            codes[ci].repeat(R),
             training,
-            None if sample_keys is None else rep(sample_keys[ci]),
+            None if sample_keys is None else sample_keys[ci].repeat(R),
             d_c,
-            None if exclude is None else rep(exclude[ci]),
-            rep(k_c),
+            None if exclude is None else exclude[ci].repeat(R),
+            k_c.repeat(R),
         )
         c_ok = c_ok.reshape(R, -1).all(0)
         exact = ~cube
@@ -724,7 +724,11 @@ class SimilarSelector:
             torch.arange(len(widths), device=self.z.device), torch.tensor(widths)
         )
         self.sq_norm = torch.stack(sq, 1)  # (N, M) squared norm per row and modality
-        self.observed_t = pool.observed.T.contiguous()  # (M, N) bool
+        #: (M, N + 1) bool: observed mask by modality, plus a column N (padding of the
+        #: compacted candidate lists) that observes nothing
+        self.observed_t = torch.cat(
+            [pool.observed.T, pool.observed.new_zeros(pool.observed.shape[1], 1)], 1
+        )
         self.observed_f = pool.observed.float()  # (N, M)
 
     def similarity(self, x: dict[str, Tensor], b_idx: Tensor, codes: Tensor) -> Tensor:
@@ -744,7 +748,7 @@ class SimilarSelector:
         elsewhere, and their modality indicator (n, M) float."""
         dev = self.z.device
         M = len(self.modalities)
-        has = ((codes.to(dev)[:, None] >> torch.arange(M, device=dev)) & 1).float()
+        has = code_bits(codes.to(dev), M).float()
         parts = [
             (x[m][b_idx].float().to(dev) - self.mean[m]) / self.std[m] for m in self.modalities
         ]
@@ -817,17 +821,15 @@ class SimilarSelector:
         dev = target.device
         M = len(self.modalities)
         N = self.codes.shape[0]
-        mods = torch.arange(M, device=dev)
         uniq, inv = torch.unique(torch.stack([b_idx, codes], 1), dim=0, return_inverse=True)
         by_row = torch.argsort(inv, stable=True)
         step = max(1, self.chunk_entries // max(N, 1))
-        obs_pad = torch.cat([self.observed_t, self.observed_t.new_zeros(M, 1)], 1)  # col N: none
         for s in range(0, target.shape[0], step):
             pairs = by_row[s : s + step]
             u_lo, u_hi = int(inv[pairs[0]]), int(inv[pairs[-1]]) + 1
             u_codes = uniq[u_lo:u_hi, 1]
             sim_u = self.similarity(x, uniq[u_lo:u_hi, 0], u_codes)
-            has = ((u_codes[:, None] >> mods) & 1).float()
+            has = code_bits(u_codes, M).float()
             cand = (has @ self.observed_f.T) > has.sum(1, keepdim=True) - 0.5  # observe all O
             n_cand = torch.count_nonzero(cand, dim=1)
             iu = inv[pairs] - u_lo
@@ -858,28 +860,24 @@ class SimilarSelector:
                 tp, ep = t_p[part], ex_p[part]
                 if col_c is not None and val_c is not None:
                     col, v = col_c, val_c
-                    bad = ~obs_pad[tp[:, None], col]  # members observe the target too
+                    bad = ~self.observed_t[tp[:, None], col]  # members observe the target
                     bad |= col == ep[:, None]  # not the sample's own row
                     v.masked_fill_(bad, -math.inf)
                 else:
                     col = torch.arange(N, device=dev).expand(part.shape[0], N)
                     v = sim_u[iu[part]]
-                    v.masked_fill_(~(cand[iu[part]] & self.observed_t[tp]), -math.inf)
-                    has_ex = (ep >= 0).nonzero().squeeze(1)
-                    v[has_ex, ep[has_ex]] = -math.inf
+                    v.masked_fill_(~(cand[iu[part]] & self.observed_t[tp, :N]), -math.inf)
+                    _mask_own_rows(v, ep)
                 n_ok = torch.count_nonzero(v > -math.inf, dim=1)
                 # the excluded row was a member: the pool is not empty, only the group smaller
-                own = (ep >= 0) & (
-                    (self.codes[ep.clamp_min(0)] & (codes[pairs[part]] | (1 << tp)))
-                    == (codes[pairs[part]] | (1 << tp))
-                )
+                need = codes[pairs[part]] | (1 << tp)
+                own = (ep >= 0) & ((self.codes[ep.clamp_min(0)] & need) == need)
                 fb = (n_ok == 0) & ~own  # an empty pool: every row observing the target
                 if bool(fb.any()):
                     fi = fb.nonzero().squeeze(1)
-                    col_f = torch.arange(N, device=dev).expand(fi.shape[0], N)
-                    v_f = sim_u[iu[part[fi]]].masked_fill(~self.observed_t[tp[fi]], -math.inf)
-                    v_f.masked_fill_(col_f == ep[fi, None], -math.inf)
-                    own_f = (ep[fi] >= 0) & obs_pad[tp[fi], ep[fi].clamp_min(0)]
+                    v_f = sim_u[iu[part[fi]]].masked_fill(~self.observed_t[tp[fi], :N], -math.inf)
+                    _mask_own_rows(v_f, ep[fi])
+                    own_f = (ep[fi] >= 0) & self.observed_t[tp[fi], ep[fi].clamp_min(0)]
                     n_f = torch.count_nonzero(v_f > -math.inf, dim=1)
                     glob = pairs[part[fi]]
                     kk = min(k, N)
@@ -892,6 +890,12 @@ class SimilarSelector:
                     top = top_k_stable(v[keep], kk)
                     order[glob, :kk] = col[keep].gather(1, top)
                     size[glob], self_in[glob] = n_ok[keep], own[keep]
+
+
+def _mask_own_rows(score: Tensor, own: Tensor) -> None:
+    """Set ``score[i, own[i]]`` to -inf in place where ``own[i] >= 0`` (the pair's own row)."""
+    rows = (own >= 0).nonzero().squeeze(1)
+    score[rows, own[rows]] = -math.inf
 
 
 def top_k_stable(score: Tensor, k: int) -> Tensor:
