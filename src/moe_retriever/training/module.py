@@ -88,14 +88,13 @@ def weight_average(model: nn.Module, decay: float) -> AveragedModel:
             base([a for a, _ in pairs], [c for _, c in pairs], n)
 
     pool = model._modules.get("pool")
-    if pool is None:
-        return AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
-    model._modules["pool"] = None  # not deep-copied
+    shared = {"pool": pool} if pool is not None else {}
+    model._modules.update(dict.fromkeys(shared))  # None while AveragedModel deep-copies
     try:
         averaged = AveragedModel(model, multi_avg_fn=ema, use_buffers=True)
     finally:
-        model._modules["pool"] = pool
-    averaged.module._modules["pool"] = pool
+        model._modules.update(shared)
+    averaged.module._modules.update(shared)
     return averaged
 
 
