@@ -24,9 +24,6 @@ MFEAT_FAST: dict[str, Any] = {
 }
 
 
-_CPU_ATTENTION_COUNTED = False
-
-
 def count_cpu_attention_flops() -> None:
     """Teach ``torch.utils.flop_counter`` the CPU fused attention kernels.
 
@@ -34,29 +31,24 @@ def count_cpu_attention_flops() -> None:
     ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its backward), so on CPU every
     attention score is counted as 0 FLOPs. This registers torch's own SDPA formulas for them
     (idempotent)."""
-    global _CPU_ATTENTION_COUNTED
-    if _CPU_ATTENTION_COUNTED:
-        return
     from torch.utils import flop_counter as fc
 
     aten = torch.ops.aten
     fwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     bwd = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
-    if fwd is not None and fwd.default not in fc.flop_registry:
+    if fwd is not None and fwd not in fc.flop_registry:
 
         @fc.register_flop_formula(fwd)
         def _fwd(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kw: Any) -> int:
             return int(fc.sdpa_flop_count(q, k, v))
 
-    if bwd is not None and bwd.default not in fc.flop_registry:
+    if bwd is not None and bwd not in fc.flop_registry:
 
         @fc.register_flop_formula(bwd)
         def _bwd(
             g: Any, q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kw: Any
         ) -> int:
             return int(fc.sdpa_backward_flop_count(g, q, k, v))
-
-    _CPU_ATTENTION_COUNTED = True
 
 
 def synthetic(
