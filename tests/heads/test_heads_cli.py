@@ -48,6 +48,18 @@ def test_benchmark_runs_the_seed_heads(i2moe_run: tuple[Path, Path], tmp_path: P
             assert info["head"]["experts"][0] == first
 
 
+def _write_config(path: Path, method: str) -> None:
+    """A tiny one-seed training config for ``method``."""
+    cfg = {
+        "method": method,
+        "seeds": [0],
+        "model": {"n_tokens": 2, "dim": 8, "n_heads": 2, "head_hidden": 8},
+        "train": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "patience": None},
+        "runtime": {"accelerator": "cpu", "progress_bar": False, "threads": 1},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+
+
 @pytest.fixture(scope="module")
 def i2moe_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("i2moe")
@@ -62,14 +74,7 @@ def i2moe_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     folder = tmp / "data"
     write_folder(data, folder)
-    cfg = {
-        "method": "i2moe",
-        "seeds": [0],
-        "model": {"n_tokens": 2, "dim": 8, "n_heads": 2, "head_hidden": 8},
-        "train": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "patience": None},
-        "runtime": {"accelerator": "cpu", "progress_bar": False, "threads": 1},
-    }
-    (tmp / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    _write_config(tmp / "cfg.yaml", "i2moe")
     run = tmp / "run"
     assert main(["train", str(folder), "--config", str(tmp / "cfg.yaml"), "--out", str(run)]) == 0
     return run, folder
@@ -106,14 +111,7 @@ def test_predict_explain_without_interpretation_says_so(
     i2moe_run: tuple[Path, Path], tmp_path: Path, capsys: Any
 ) -> None:
     _, folder = i2moe_run
-    cfg = {
-        "method": "zero",
-        "seeds": [0],
-        "model": {"n_tokens": 2, "dim": 8, "n_heads": 2, "head_hidden": 8},
-        "train": {"epochs": 2, "warmup_epochs": 1, "batch_size": 16, "patience": None},
-        "runtime": {"accelerator": "cpu", "progress_bar": False, "threads": 1},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    _write_config(tmp_path / "cfg.yaml", "zero")
     run = tmp_path / "run"
     assert (
         main(["train", str(folder), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run)]) == 0
