@@ -90,6 +90,13 @@ class TrainerConfig:
     ``ensemble``: N > 1 fits N models (member 0 with the run's seed, member i with
     ``derived_seed(seed, i)``) on the same data and averages their class probabilities;
     N times the fit time.
+
+    Class imbalance (Menon et al., ICLR 2021, "Long-tail learning via logit adjustment"), with
+    ``pi`` the class frequencies of the training split: ``class_weights: balanced`` weights the
+    cross-entropy by ``n / (C * count_c)``; ``logit_adjust`` (tau >= 0) trains on the
+    logit-adjusted loss ``CE(logits + tau * log pi, y)`` and predicts with the raw logits;
+    ``posthoc_adjust`` (tau >= 0) predicts (and validates) with ``logits - tau * log pi``.
+    All three are 0/none = plain cross-entropy.
     """
 
     epochs: int = 30
@@ -98,6 +105,8 @@ class TrainerConfig:
     patience: int | None = 10
     monitor: str = "val_loss"
     class_weights: Literal["none", "balanced"] = "none"
+    logit_adjust: float = 0.0
+    posthoc_adjust: float = 0.0
     gradient_clip_val: float | None = None
     select_smoothing: float = 0.0
     weight_average: Literal["none", "ema"] = "ema"
@@ -208,6 +217,9 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay must be in (0, 1), got {t.ema_decay}")
         if t.ensemble < 1:
             raise ValueError(f"train.ensemble must be >= 1, got {t.ensemble}")
+        for key in ("logit_adjust", "posthoc_adjust"):
+            if getattr(t, key) < 0:
+                raise ValueError(f"train.{key} must be >= 0, got {getattr(t, key)}")
         if t.monitor not in MONITORS:
             raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
         for key in _POSITIVE_MODEL_KEYS:  # model.dim=0 would fail deep inside torch

@@ -67,8 +67,10 @@ from moe_retriever.training.config import TrainConfig, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
 from moe_retriever.training.module import (
     ClassifierModule,
+    adjust_logits,
     balanced_class_weights,
     build_model,
+    class_log_prior,
     derived_seed,
 )
 
@@ -399,7 +401,10 @@ class MoERetrieverClassifier:
                 if cfg.train.class_weights == "balanced"
                 else None
             )
-            module = ClassifierModule(model, cfg, self.seed, weights, list(train.class_names))
+            log_prior = class_log_prior(np.asarray(train.y), train.n_classes)
+            module = ClassifierModule(
+                model, cfg, self.seed, weights, list(train.class_names), log_prior=log_prior
+            )
             dm = MultimodalDataModule(
                 train_t,
                 val_t,
@@ -459,6 +464,7 @@ class MoERetrieverClassifier:
         self.n_dropped_ = n_dropped
         self.pool_size_ = int(train_t.observed.shape[0])
         self.device_ = torch.device("cuda" if _use_cuda(cfg) else "cpu")
+        self.class_log_prior_: Tensor | None = log_prior
         self.extra_members_: list[MoERetrieverClassifier] = []
         return self
 
@@ -591,10 +597,14 @@ class MoERetrieverClassifier:
             total += member.predict_proba(data)
         return (total / (1 + len(extra))).astype(np.float32)
 
+    def _predict_logits(self, model: Any, batch: dict[str, Any]) -> Tensor:
+        """The logits predictions are made from: post-hoc adjusted by ``train.posthoc_adjust``
+        with the training split's class prior."""
+        logits = self._forward(model, batch).logits.float()
+        return adjust_logits(logits, self.class_log_prior_, -self.config_.train.posthoc_adjust)
+
     def _predict_proba_one(self, data: MultimodalData) -> np.ndarray:
-        parts = self._run(
-            data, lambda m, b: torch.softmax(self._forward(m, b).logits.float(), 1).cpu()
-        )
+        parts = self._run(data, lambda m, b: torch.softmax(self._predict_logits(m, b), 1).cpu())
         if not parts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return torch.cat(parts).numpy()
@@ -740,6 +750,9 @@ class MoERetrieverClassifier:
             "best_epoch": self.best_epoch_,
             "n_dropped": self.n_dropped_,
             "history": self.history_,
+            "class_log_prior": (
+                None if self.class_log_prior_ is None else self.class_log_prior_.tolist()
+            ),
         }
         (path / "estimator.json").write_text(json.dumps(meta, indent=2, default=float))
         (path / "preprocessor.json").write_text(json.dumps(self.preprocessor_.to_dict()))
@@ -801,6 +814,8 @@ class MoERetrieverClassifier:
         est.best_epoch_ = meta.get("best_epoch")
         est.n_dropped_ = meta.get("n_dropped", 0)
         est.pool_size_ = n
+        prior = meta.get("class_log_prior")  # absent in saves from before logit adjustment
+        est.class_log_prior_ = None if prior is None else torch.tensor(prior, dtype=torch.float32)
         est.device_ = (
             torch.device(device) if device else torch.device("cuda" if _use_cuda(cfg) else "cpu")
         )

@@ -119,6 +119,21 @@ def balanced_class_weights(y: np.ndarray, n_classes: int) -> Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def class_log_prior(y: np.ndarray, n_classes: int) -> Tensor:
+    """``log pi_c``, the class frequencies of ``y`` (the training labels) used by logit
+    adjustment; a class absent from ``y`` counts as one sample so that its log stays finite."""
+    counts = np.maximum(np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes), 1)
+    return torch.log(torch.tensor(counts / counts.sum(), dtype=torch.float32))
+
+
+def adjust_logits(logits: Tensor, log_prior: Tensor | None, tau: float) -> Tensor:
+    """``logits + tau * log_prior`` (``tau`` may be negative: the post-hoc form subtracts);
+    ``logits`` unchanged when ``tau`` is 0 or no prior is known."""
+    if not tau or log_prior is None:
+        return logits
+    return logits + tau * log_prior.to(device=logits.device, dtype=logits.dtype)
+
+
 def build_model(
     cfg: TrainConfig,
     dims: dict[str, int],
@@ -159,6 +174,7 @@ class ClassifierModule(L.LightningModule):
         class_names: list[str] | None = None,
         dims: dict[str, int] | None = None,
         n_classes: int | None = None,
+        log_prior: Tensor | None = None,
     ) -> None:
         super().__init__()
         if isinstance(config, dict):
@@ -188,6 +204,9 @@ class ClassifierModule(L.LightningModule):
         self.class_names = class_names
         self.class_weights: Tensor | None
         self.register_buffer("class_weights", class_weights, persistent=False)
+        #: training-split class log frequencies (``train.logit_adjust`` / ``posthoc_adjust``)
+        self.log_prior: Tensor | None
+        self.register_buffer("log_prior", log_prior, persistent=False)
         #: one dict per finished epoch; saved in checkpoints so a resumed run keeps it
         self.history: list[dict[str, Any]] = []
         self._train_sums = torch.zeros(3, dtype=torch.float64)  # ce*n, aux*n, n
@@ -230,8 +249,15 @@ class ClassifierModule(L.LightningModule):
         )
 
     def _ce(self, logits: Tensor, y: Tensor) -> Tensor:
+        """The training objective's classification term: (weighted) cross-entropy of the
+        loss-side logit-adjusted logits (``train.class_weights``, ``train.logit_adjust``)."""
         w = self.class_weights
-        return F.cross_entropy(logits.float(), y, weight=None if w is None else w.to(logits.device))
+        logits = adjust_logits(logits.float(), self.log_prior, self.config.train.logit_adjust)
+        return F.cross_entropy(logits, y, weight=None if w is None else w.to(logits.device))
+
+    def predict_logits(self, logits: Tensor) -> Tensor:
+        """The logits predictions use: post-hoc adjusted by ``train.posthoc_adjust``."""
+        return adjust_logits(logits, self.log_prior, -self.config.train.posthoc_adjust)
 
     # ------------------------------------------------------------------ training
     def on_train_epoch_start(self) -> None:
@@ -291,7 +317,7 @@ class ClassifierModule(L.LightningModule):
         logits = torch.cat(self._val_logits)
         y = torch.cat(self._val_y)
         row["val_loss"] = float(self._ce(logits, y))
-        proba = torch.softmax(logits, dim=1).numpy()
+        proba = torch.softmax(self.predict_logits(logits), dim=1).numpy()
         metrics = classification_metrics(y.numpy(), proba, self.class_names)
         row.update({f"val_{k}": v for k, v in metrics.items()})
         self._finish_epoch(row)
