@@ -170,6 +170,7 @@ def _check_accelerator(accelerator: str | None) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from moe_retriever.training.config import TrainConfig, apply_overrides
     from moe_retriever.training.runs import (
+        format_per_class,
         format_table,
         is_main_process,
         read_run,
@@ -242,6 +243,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if is_main_process():
         print()
         print(format_table({cfg.method: metrics}))
+        print("\nper class (test):")
+        print(format_per_class({cfg.method: metrics}))
         print(f"\nrun folder: {out}")
     return 0
 
@@ -269,7 +272,7 @@ def _warn(msg: str) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from moe_retriever.training.metrics import METRIC_NAMES, format_mean_std
-    from moe_retriever.training.runs import evaluate_run, format_table
+    from moe_retriever.training.runs import evaluate_run, format_per_class, format_table
 
     result = evaluate_run(args.run_dir, args.data, warn=_warn)
     name = "test" if args.data is None else Path(str(result["evaluated_on"])).name
@@ -285,6 +288,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"{result['method']} on {result['evaluated_on']} (seeds {result['seeds']}):")
     print(format_table({result["method"]: result}))
+    print("\nper class:")
+    print(format_per_class({result["method"]: result}))
     print("\nper observed combination:")
     for combo, row in result["per_combination"].items():
         cells = ", ".join(f"{k} {format_mean_std(row[k])}" for k in METRIC_NAMES)

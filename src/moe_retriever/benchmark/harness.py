@@ -63,10 +63,11 @@ import numpy as np
 from moe_retriever.benchmark.anchors import ANCHORS, create_anchor
 from moe_retriever.benchmark.fidelity import probe_fidelity, token_fidelity
 from moe_retriever.benchmark.grid import Cell, CellOutcome, GridOptions, run_cells
-from moe_retriever.benchmark.plots import plot_all
+from moe_retriever.benchmark.plots import forest_plots, plot_all
 from moe_retriever.benchmark.report import (
     TABLE_METRICS,
     comparisons_markdown,
+    per_class_markdown,
     summarize,
     write_results,
 )
@@ -616,7 +617,11 @@ def _run_one(
     say: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """One method on one unit: its rows (or none, with the failure recorded in ``meta``)."""
-    from moe_retriever.training.metrics import classification_metrics
+    from moe_retriever.training.metrics import (
+        classification_metrics,
+        flat_per_class,
+        per_class_metrics,
+    )
 
     t0 = time.perf_counter()
     try:
@@ -638,6 +643,10 @@ def _run_one(
     seconds = time.perf_counter() - t0
     metrics: dict[str, float] = dict(
         classification_metrics(inputs.test.y, res.proba, inputs.test.class_names)
+    )
+    # recall/<class>, f1/<class>, support/<class>: which classes a difference comes from
+    metrics.update(
+        flat_per_class(per_class_metrics(inputs.test.y, res.proba, inputs.test.class_names))
     )
     metrics["fit_seconds"] = seconds
     if res.fidelity:
@@ -738,11 +747,29 @@ def _write(
         notes,
         preface=paired_md,
     )
-    routing_md = routing_markdown(meta["routing"])
-    if routing_md:
-        with open(paths["md"], "a") as fh:
-            fh.write("\n" + routing_md)
     summary = summarize(rows)
+    recall_metrics = [
+        m for m in dict.fromkeys(r["metric"] for r in rows) if m.startswith("recall/")
+    ]
+    recall_comparisons = compare_to_references(
+        rows,
+        meta["kinds"],
+        meta.get("references"),
+        metrics=recall_metrics,
+        interval=interval,
+        test_train_ratio=ratio,
+    )
+    forests = forest_plots(comparisons, out / "plots")
+    extra = [
+        "## Forest plots of the paired differences\n\n"
+        + "".join(f"![{p.stem}](plots/{p.name})\n" for p in forests)
+        if forests
+        else "",
+        per_class_markdown(summary, recall_comparisons, names, rates),
+        routing_markdown(meta["routing"]),
+    ]
+    with open(paths["md"], "a") as fh:
+        fh.writelines("\n" + text for text in extra if text)
     plot_all(summary, out / "plots", [*TABLE_METRICS[:-2], "router_entropy"], names)
     paths["plots"] = out / "plots"
     return paths

@@ -1,7 +1,9 @@
-"""PNG plots of each metric against the missing rate: one line per method, error bars = std."""
+"""PNG plots: each metric against the missing rate (one line per method, error bars = std),
+and forest plots of the paired differences to the reference methods."""
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from moe_retriever.benchmark.report import _METRIC_TITLES
+from moe_retriever.benchmark.stats import BEST_ANCHOR, PairedComparison
 
 _STYLES = {"completion": "-", "reference": "--", "anchor": ":"}
 
@@ -76,6 +79,95 @@ def plot_all(
     paths = []
     for metric in metrics:
         p = plot_metric(summary, metric, out / f"{prefix}{metric}.png", methods)
+        if p is not None:
+            paths.append(p)
+    return paths
+
+
+def forest_plot(
+    comparisons: Sequence[PairedComparison],
+    path: str | Path,
+    title: str = "",
+) -> Path | None:
+    """A forest plot of paired differences: one panel per metric, one row per (method,
+    missing rate), the mean difference as a dot and its interval as a bar, 0 as a line.
+    Intervals that exclude 0 are drawn solid (filled dot), the others pale. ``None`` when
+    there is nothing to draw."""
+    comps = [c for c in comparisons if c.n > 0 and not math.isnan(c.mean)]
+    if not comps:
+        return None
+    metrics = list(dict.fromkeys(c.metric for c in comps))
+    labels = list(
+        dict.fromkeys(
+            (c.method, c.missing_rate)
+            for c in sorted(comps, key=lambda c: (c.missing_rate or 0.0, c.method))
+        )
+    )
+    refs = sorted({c.reference for c in comps})
+    height = 0.9 + 0.28 * len(labels)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(3.1 * len(metrics) + 1.6, height), sharey=True, squeeze=False
+    )
+    ypos = {lab: len(labels) - 1 - i for i, lab in enumerate(labels)}
+    cmap = plt.get_cmap("tab10")
+    rates = sorted({lab[1] or 0.0 for lab in labels})
+    for ax, metric in zip(axes[0], metrics):
+        for c in comps:
+            if c.metric != metric:
+                continue
+            y = ypos[(c.method, c.missing_rate)]
+            colour = cmap(rates.index(c.missing_rate or 0.0) % 10)
+            solid = c.n > 1 and c.excludes_zero
+            if c.n > 1 and not (math.isnan(c.low) or math.isnan(c.high)):
+                ax.plot([c.low, c.high], [y, y], color=colour, alpha=1.0 if solid else 0.45, lw=2)
+            ax.plot(
+                [c.mean],
+                [y],
+                "o",
+                color=colour,
+                markerfacecolor=colour if solid else "white",
+                markersize=5,
+            )
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_title(metric, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_yticks(
+        [ypos[lab] for lab in labels],
+        [f"{m} @ {r:g}" if r is not None else m for m, r in labels],
+    )
+    level = f"{100 * comps[0].level:g}%"
+    head = title or f"paired difference to {', '.join(refs)}"
+    fig.suptitle(
+        textwrap.fill(
+            f"{head}: mean over units and {level} interval; filled = excludes 0 (@ = added "
+            "missing rate)",
+            110,
+        ),
+        fontsize=8,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def forest_plots(comparisons: Sequence[PairedComparison], out: str | Path) -> list[Path]:
+    """``<out>/forest_<reference role>.png`` for each reference role of the comparisons."""
+    paths = []
+    for role in dict.fromkeys(c.role for c in comparisons):
+        sub = [c for c in comparisons if c.role == role]
+        name = "best-anchor" if role == BEST_ANCHOR else role
+        what = (
+            "the best classical anchor per rate ("
+            + ", ".join(sorted({c.reference for c in sub}))
+            + ")"
+            if role == BEST_ANCHOR
+            else role
+        )
+        p = forest_plot(sub, Path(out) / f"forest_{name}.png", f"paired difference to {what}")
         if p is not None:
             paths.append(p)
     return paths

@@ -255,6 +255,83 @@ def comparisons_markdown(
     return "\n".join(lines) + "\n"
 
 
+def per_class_markdown(
+    summary: pd.DataFrame,
+    recall_comparisons: Sequence[PairedComparison],
+    methods: Sequence[str],
+    rates: Sequence[float],
+) -> str:
+    """The per-class section of results.md: test recall and F1 (means over units) per method
+    and class at each rate, then the paired recall differences to the references per class,
+    which say which classes a difference in the averages comes from."""
+    sub = summary[summary["metric"].str.startswith("recall/")]
+    if sub.empty:
+        return ""
+    classes = list(dict.fromkeys(m.split("/", 1)[1] for m in sub["metric"]))
+    support = summary[summary["metric"].str.startswith("support/")]
+    lines = [
+        "## Per class (test)",
+        "",
+        "- each cell: recall / F1 of the class, means over units; support = mean number of test "
+        "samples of the class per unit",
+        "",
+    ]
+
+    def mean_of(method: str, rate: float, metric: str) -> float:
+        hit = summary[
+            (summary["method"] == method)
+            & (summary["missing_rate"] == rate)
+            & (summary["metric"] == metric)
+        ]
+        return float(hit["mean"].iloc[0]) if len(hit) and int(hit["n"].iloc[0]) else math.nan
+
+    for rate in rates:
+        sup = {
+            c: support[(support["metric"] == f"support/{c}") & (support["missing_rate"] == rate)]
+            for c in classes
+        }
+        head = [
+            f"{c} (n={float(sup[c]['mean'].iloc[0]):.0f})" if len(sup[c]) else c for c in classes
+        ]
+        lines += [f"### rate {rate:g}", "", "| method | " + " | ".join(head) + " |"]
+        lines.append("|" + "---|" * (1 + len(classes)))
+        for m in methods:
+            cells = [
+                f"{mean_of(m, rate, f'recall/{c}'):.3f} / {mean_of(m, rate, f'f1/{c}'):.3f}"
+                for c in classes
+            ]
+            if any(x != "nan / nan" for x in cells):
+                lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if recall_comparisons:
+        n_max = max(c.n for c in recall_comparisons)
+        lines += [
+            "### Which classes the differences come from: paired recall difference per class",
+            "",
+            "- same pairing and interval as the paired differences above; ▲ / ▼: the method "
+            "recalls the class distinguishably more / less often than the reference",
+            "",
+        ]
+        for role in dict.fromkeys(c.role for c in recall_comparisons):
+            for rate in rates:
+                block = [c for c in recall_comparisons if c.role == role and c.missing_rate == rate]
+                if not block:
+                    continue
+                ref = block[0].reference
+                lines += [f"rate {rate:g}, difference to `{ref}`:", ""]
+                lines.append("| method | " + " | ".join(classes) + " |")
+                lines.append("|" + "---|" * (1 + len(classes)))
+                for m in methods:
+                    cells = []
+                    for cl in classes:
+                        hit = [c for c in block if c.method == m and c.metric == f"recall/{cl}"]
+                        cells.append(comparison_cell(hit[0], n_max) if hit else "–")
+                    if any(x != "–" for x in cells):
+                        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+                lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def _unit_text(u: Any, with_fold: bool) -> str:
     if isinstance(u, tuple) and len(u) == 2:
         return f"seed {u[0]}" + (f" fold {u[1]}" if with_fold else "")

@@ -53,8 +53,8 @@ INTERVALS = ("t", "bootstrap", "corrected-t")
 #: this rate" (resolved per missing rate)
 BEST_ANCHOR = "best-anchor"
 
-#: the headline metrics every method is compared on (higher is better for both)
-COMPARISON_METRICS = ("macro_f1", "auroc")
+#: the headline metrics every method is compared on (higher is better for all)
+COMPARISON_METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc")
 
 _INTERVAL_WORDS = {
     "t": "paired t interval",

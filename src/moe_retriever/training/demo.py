@@ -22,6 +22,7 @@ from typing import Any
 
 from moe_retriever.training.config import TrainConfig, default_config_path
 from moe_retriever.training.runs import (
+    format_per_class,
     format_table,
     is_main_process,
     make_run_split,
@@ -69,6 +70,7 @@ def run_demo(
         results[method] = train_run(DEMO_DATASET, cfg, run_dir, data=data, split=split, log=log)
     elapsed = time.perf_counter() - t0
     table = format_table(results)
+    per_class = format_per_class(results)
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         summary = {
@@ -76,15 +78,20 @@ def run_demo(
             "seeds": base.seeds,
             "elapsed_seconds": elapsed,
             "methods": {m: r["test"] for m, r in results.items()},
+            "per_class": {m: r["per_class"] for m, r in results.items()},
         }
         (out / "comparison.json").write_text(json.dumps(summary, indent=2))
         (out / "comparison.md").write_text(
             f"# {' vs '.join(methods)} on {DEMO_DATASET}, seeds {base.seeds}\n\n```\n{table}\n```\n"
+            f"\n## Per class (test)\n\n```\n{per_class}\n```\n"
         )
         plot_comparison(results, out / "comparison.png")
     say("")
     say(f"test metrics on {DEMO_DATASET} (mean ± std over seeds {base.seeds}):")
     say(table)
+    say("")
+    say("per class (test recall and F1):")
+    say(per_class)
     plots = [
         f
         for r in results.values()

@@ -27,6 +27,10 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 METRIC_NAMES: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
 
 
+#: per-class metrics reported next to the averages (:func:`per_class_metrics`)
+PER_CLASS_KEYS: tuple[str, ...] = ("recall", "f1", "support")
+
+
 class MetricWarning(UserWarning):
     """A metric is undefined or computed on fewer classes than the model predicts."""
 
@@ -92,6 +96,42 @@ def classification_metrics(
         "balanced_accuracy": bacc,
         "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)),
         "auroc": auroc(y, p, class_names),
+    }
+
+
+def per_class_metrics(
+    y_true: np.ndarray | Sequence[int],
+    proba: np.ndarray,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Per class ``{name: {"support", "recall", "precision", "f1"}}`` of the arg-max
+    predictions, every class of ``proba`` included (a class absent from ``y_true`` has support
+    0 and recall nan; a class never predicted has precision 0). A loss in a small class shows
+    here long before it moves an average."""
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(proba, dtype=np.float64)
+    n_classes = p.shape[1]
+    names = list(class_names) if class_names is not None else [str(c) for c in range(n_classes)]
+    pred = p.argmax(axis=1) if y.size else np.zeros(0, dtype=np.int64)
+    out: dict[str, dict[str, float]] = {}
+    for c, name in enumerate(names):
+        tp = float(np.sum((pred == c) & (y == c)))
+        support = float(np.sum(y == c))
+        predicted = float(np.sum(pred == c))
+        recall = tp / support if support else math.nan
+        precision = tp / predicted if predicted else 0.0
+        f1 = 2 * tp / (support + predicted) if support + predicted else math.nan
+        out[str(name)] = {"support": support, "recall": recall, "precision": precision, "f1": f1}
+    return out
+
+
+def flat_per_class(per_class: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """``{"recall/<class>": ..., "f1/<class>": ..., "support/<class>": ...}``: per-class
+    metrics as flat keys (benchmark rows, metrics.json)."""
+    return {
+        f"{key}/{name}": float(values[key])
+        for key in PER_CLASS_KEYS
+        for name, values in per_class.items()
     }
 
 
@@ -162,6 +202,23 @@ def aggregate_combinations(
         out[c] = {"n": int(rows[0]["n"])}
         for k in METRIC_NAMES:
             out[c][k] = mean_std(float(r[k]) for r in rows if k in r)
+    return out
+
+
+def aggregate_per_class(
+    per_seed: Sequence[Mapping[str, Mapping[str, float]]],
+) -> dict[str, dict[str, Any]]:
+    """Per-class metrics of several seeds -> ``{class: {"support": n, "recall": mean/std,
+    "precision": ..., "f1": ...}}`` (support from the first seed: the test split is shared)."""
+    names: list[str] = []
+    for d in per_seed:
+        names += [c for c in d if c not in names]
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        rows = [d[name] for d in per_seed if name in d]
+        out[name] = {"support": int(rows[0]["support"])}
+        for key in ("recall", "precision", "f1"):
+            out[name][key] = mean_std(float(r[key]) for r in rows)
     return out
 
 

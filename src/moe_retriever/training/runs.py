@@ -46,9 +46,11 @@ from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import (
     METRIC_NAMES,
     aggregate_combinations,
+    aggregate_per_class,
     aggregate_seeds,
     classification_metrics,
     format_mean_std,
+    per_class_metrics,
     per_combination_metrics,
 )
 
@@ -268,6 +270,7 @@ def evaluate_estimator(est: MoERetrieverClassifier, data: MultimodalData) -> dic
     proba = est.predict_proba(data)
     return {
         "test": classification_metrics(data.y, proba, est.classes_),
+        "per_class": per_class_metrics(data.y, proba, est.classes_),
         "per_combination": per_combination_metrics(
             data.y, proba, data.observed, data.modalities, est.classes_
         ),
@@ -285,6 +288,7 @@ def aggregate_run(
         "method": cfg.method,
         "seeds": [int(s) for s in seeds],
         "test": aggregate_seeds([per_seed[s]["test"] for s in seeds]),
+        "per_class": aggregate_per_class([per_seed[s]["per_class"] for s in seeds]),
         "per_combination": aggregate_combinations([per_seed[s]["per_combination"] for s in seeds]),
         "per_seed": per_seed,
     }
@@ -406,6 +410,36 @@ def format_table(results: dict[str, dict[str, Any]], digits: int = 3) -> str:
     rows = [header]
     for method, metrics in results.items():
         rows.append([method] + [format_mean_std(metrics["test"][k], digits) for k in METRIC_NAMES])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_per_class(results: dict[str, dict[str, Any]], digits: int = 3) -> str:
+    """Plain-text table: one row per class (test support), recall and F1 (mean ± std over
+    seeds) per method, so a loss in a small class is visible next to the averages."""
+    methods = [m for m, r in results.items() if r.get("per_class")]
+    if not methods:
+        return ""
+    classes: list[str] = []
+    for m in methods:
+        classes += [c for c in results[m]["per_class"] if c not in classes]
+    header = ["class", "support"]
+    for m in methods:
+        header += [f"{m} recall", f"{m} F1"] if len(methods) > 1 else ["recall", "F1"]
+    rows = [header]
+    for c in classes:
+        first = next(results[m]["per_class"][c] for m in methods if c in results[m]["per_class"])
+        row = [c, str(first["support"])]
+        for m in methods:
+            pc = results[m]["per_class"].get(c)
+            row += (
+                [format_mean_std(pc["recall"], digits), format_mean_std(pc["f1"], digits)]
+                if pc
+                else ["–", "–"]
+            )
+        rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
