@@ -33,7 +33,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument(
         "source",
-        help="a built-in dataset name (miniacc, mfeat, synthetic, synthetic-retrieval) or a folder",
+        help="a built-in dataset name (miniacc, mfeat, synthetic, synthetic-retrieval, "
+        "support2, smart) or a folder",
     )
     d.add_argument("--json", action="store_true", help="print machine-readable JSON")
     _add_layout(d)
@@ -95,7 +96,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "data",
         nargs="?",
         default=None,
-        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder; "
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval, support2, "
+        "smart) or data folder; "
         "optional with --resume (default: the run's own data)",
     )
     p.add_argument(
@@ -460,7 +462,8 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "data",
-        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder",
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval, support2, "
+        "smart) or data folder",
     )
     p.add_argument(
         "--methods",

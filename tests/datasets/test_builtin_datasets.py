@@ -12,7 +12,14 @@ from moe_retriever.datasets.synthetic import make_synthetic
 
 
 def test_registry() -> None:
-    assert list_datasets() == ["mfeat", "miniacc", "synthetic", "synthetic-retrieval"]
+    assert list_datasets() == [
+        "mfeat",
+        "miniacc",
+        "smart",
+        "support2",
+        "synthetic",
+        "synthetic-retrieval",
+    ]
     with pytest.raises(ValueError, match=r"unknown dataset 'nope'.*miniacc"):
         load_dataset("nope")
 
@@ -20,7 +27,8 @@ def test_registry() -> None:
 def test_load_data_unknown_source_message(tmp_path) -> None:
     with pytest.raises(
         ValueError,
-        match=r"not a built-in dataset \(mfeat, miniacc, synthetic, synthetic-retrieval\).*"
+        match=r"not a built-in dataset \(mfeat, miniacc, smart, support2, synthetic, "
+        r"synthetic-retrieval\).*"
         r"not found",
     ):
         load_data(str(tmp_path / "missing"))

