@@ -212,6 +212,17 @@ def test_evaluate_on_a_read_only_run_folder_still_reports(
 
 
 # ------------------------------------------------------------------------------ predict
+def test_predict_label_column_uses_the_run_classes(run: Path, tmp_path: Path) -> None:
+    """A folder holding class "c1" only codes it as 0; the ``label`` column is still "c1"."""
+    data = tiny_data()
+    only = data.subset(data.y == 1)
+    folder = _csv_folder(tmp_path / "one_class", only)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), str(folder), "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == len(only) and set(frame["label"]) == {"c1"}
+
+
 @pytest.mark.parametrize("target", ["modality", "new_in_data", "run_json", "run_new"])
 def test_predict_never_overwrites_an_input(
     run: Path, folder: Path, target: str, capsys: Any

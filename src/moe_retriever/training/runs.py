@@ -293,14 +293,21 @@ def aggregate_run(
 def write_predictions(
     path: Path, data: MultimodalData, proba: np.ndarray, classes: Sequence[str]
 ) -> pd.DataFrame:
-    """CSV: id, predicted class, observed combination, then ``p_<class>`` per class."""
+    """CSV: id, predicted class, observed combination, the true label (when ``data`` has
+    labels), then ``p_<class>`` per class.
+
+    ``label`` is the name of ``data``'s own label (``data.class_names[y]``): a reader codes
+    labels by the classes present in its file, so those codes index ``classes`` (the run's)
+    only by chance; a file that holds class "b" alone codes it as 0.
+    """
     from moe_retriever.training.metrics import combination_names
 
     frame = pd.DataFrame({"id": data.ids})
     frame["predicted"] = [classes[i] for i in proba.argmax(axis=1)] if len(proba) else []
     frame["observed"] = combination_names(data.observed, data.modalities)
     if data.y is not None:
-        frame["label"] = [classes[i] for i in data.y]
+        names = np.asarray([str(c) for c in data.class_names], dtype=object)
+        frame["label"] = names[np.asarray(data.y, dtype=np.int64)] if len(data.y) else []
     for j, c in enumerate(classes):
         frame[f"p_{c}"] = proba[:, j]
     if is_main_process():
