@@ -316,7 +316,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write the head's per-sample interpretation (I2MoE's interaction weights, "
         "I2M2's expert shares...) to <out>.explain.csv (from one seed's model: --seed, "
-        "default the first)",
+        "default the first); refused for a head without one",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="use only this seed's model (default: all)"
@@ -377,11 +377,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if not os.access(o.resolve().parent, os.W_OK):
             raise UserError(f"--out {str(o)!r}: folder {str(o.resolve().parent)!r} is not writable")
     models = run_models(args.run_dir, args.seed)
+    first = next(iter(models.values()))
+    if args.explain and not first.explains():
+        raise UserError(
+            f"--explain: the {first.model_.head_name!r} head of method {first.method!r} has no "
+            "per-sample interpretation (i2moe and i2m2 have one); drop --explain"
+        )
     data = load_run_data(args.data)
     probas = []
     for est in models.values():
         probas.append(est.predict_proba(data))
-    first = next(iter(models.values()))
     for line in missing_cells(data):
         _warn(line)
     proba = np.mean(probas, axis=0)
@@ -403,14 +408,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"completed embeddings {tuple(np.load(emb_path, mmap_mode='r').shape)} -> {emb_path}")
     if args.explain:
         frame = first.explain(data)
-        if frame.shape[1] <= 1:
-            _warn(
-                f"--explain: the {first.model_.head_name!r} head has no per-sample "
-                "interpretation; nothing written"
-            )
-        else:
-            frame.to_csv(explain_path, index=False)
-            print(f"per-sample interpretation ({frame.shape[1] - 1} columns) -> {explain_path}")
+        frame.to_csv(explain_path, index=False)
+        print(f"per-sample interpretation ({frame.shape[1] - 1} columns) -> {explain_path}")
     return 0
 
 
