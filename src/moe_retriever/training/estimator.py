@@ -671,7 +671,8 @@ class MoERetrieverClassifier:
         them, :meth:`~moe_retriever.heads.Head.summarize`); known without a pass over data."""
         self._check_fitted()
         head = type(self.model_.head)
-        return head.interpret_axes is not Head.interpret_axes or head.summarize is not Head.summarize
+        named = head.interpret_axes is not Head.interpret_axes
+        return named or head.summarize is not Head.summarize
 
     def explain(self, data: MultimodalData) -> Any:
         """The head's per-sample interpretable outputs on ``data`` as a ``pandas.DataFrame``,
