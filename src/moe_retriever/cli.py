@@ -461,8 +461,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["all"],
         help="methods: completion names (moe-retriever, zero, official-average, mean, bank, "
-        "knn), complete-case, late-fusion, lr-late-fusion, lr-mean-impute, hgb, or the groups "
-        "all, completions, references, anchors (default: all)",
+        "knn), heads (i2m2, i2moe), complete-case, late-fusion, lr-late-fusion, "
+        "lr-mean-impute, hgb, or the groups all, completions, heads, references, anchors "
+        "(default: all). Groups leave out methods slow at the defaults (i2moe) unless named",
     )
     p.add_argument(
         "--missing-rates",
@@ -567,11 +568,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from moe_retriever.benchmark.grid import GridOptions
-    from moe_retriever.benchmark.harness import resolve_methods, run_benchmark
+    from moe_retriever.benchmark.harness import left_out_methods, resolve_methods, run_benchmark
     from moe_retriever.datasets import load_data
     from moe_retriever.training.config import TrainConfig, apply_overrides
 
     methods = resolve_methods(args.methods)  # unknown names fail before any training
+    left_out = left_out_methods(args.methods)
     for r in args.missing_rates:
         if not 0.0 <= r < 1.0:
             raise UserError(f"--missing-rates must be in [0, 1), got {r}")
@@ -623,6 +625,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     data = load_data(args.data, layout=args.layout)
     _layout_paths(cfg, data)
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
+    for name, why in left_out.items():
+        print(
+            f"moe-retriever: note: --methods {' '.join(args.methods)} leaves out {name} ({why}); "
+            f"name it to run it, e.g. --methods {' '.join(args.methods)} {name}",
+            file=sys.stderr,
+        )
     parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
     if args.layout:
         parts += ["--layout", args.layout]
@@ -653,7 +661,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     )
     result = run_benchmark(
         data,
-        methods,
+        args.methods,
         args.missing_rates,
         args.seeds,
         cfg,

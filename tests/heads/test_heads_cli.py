@@ -40,6 +40,8 @@ def test_benchmark_runs_the_seed_heads(i2moe_run: tuple[Path, Path], tmp_path: P
         (m, r) for m in ("i2m2", "i2moe") for r in (0.0, 0.5)
     }
     assert f1["value"].notna().all()
+    # the heads are of kind "head", not "completion" (issue 23)
+    assert set(frame["kind"]) == {"head"} and set(payload["kinds"].values()) == {"head"}
     # the heads' summaries travel with the results (interaction weights, expert shares)
     for method, first in (("i2moe", "U_m0"), ("i2m2", "m0")):
         runs = payload["selections"][method]

@@ -14,7 +14,7 @@ import pandas as pd
 
 from moe_retriever.benchmark.report import _METRIC_TITLES
 
-_STYLES = {"completion": "-", "reference": "--", "anchor": ":"}
+_STYLES = {"completion": "-", "head": "-.", "reference": "--", "anchor": ":"}
 
 
 def plot_metric(
