@@ -76,11 +76,11 @@ from moe_retriever.benchmark.report import (
     write_results,
 )
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
-from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.core import DataWarning, MultimodalData
 from moe_retriever.data.layouts import layout_split
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, stratified_folds
-from moe_retriever.data.validation import drop_empty
+from moe_retriever.data.validation import drop_empty, missing_cells
 
 __all__ = [
     "BenchmarkResult",
@@ -552,12 +552,17 @@ def _run_benchmark(
             )
     cfg = config if config is not None else benchmark_config()
     say = log or (lambda s: None)
+    strict = bool(getattr(getattr(cfg, "data", None), "strict", False))
+    imputed = [] if strict else missing_cells(data)  # every method's Preprocessor fills them
+    for line in imputed:
+        warnings.warn(line, DataWarning, stacklevel=2)
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
         "dataset": data.name,
         "command": command,
         "methods": names,
         "left_out": left_out,
+        "imputed_cells": imputed,
         "kinds": kinds,
         "missing_rates": rates,
         "seeds": seeds,

@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,15 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_only
 
-from moe_retriever.data.core import DataValidationError, MultimodalData
+from moe_retriever.data.core import DataValidationError, DataWarning, MultimodalData
 from moe_retriever.data.splits import Split, apply_split, make_split
-from moe_retriever.data.validation import align_labels, check_predictable, one_line, preview
+from moe_retriever.data.validation import (
+    align_labels,
+    check_predictable,
+    missing_cells,
+    one_line,
+    preview,
+)
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import (
@@ -136,7 +143,10 @@ def train_run(
         split = make_run_split(data, cfg)
     train, val, test = apply_split(data, split)
     check_before_training(train, val, test)  # nothing is written if the input cannot work
+    imputed = [] if cfg.data.strict else missing_cells(data)  # strict: the fit refuses them
     if is_main_process():
+        for line in imputed:
+            warnings.warn(line, DataWarning, stacklevel=2)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             cfg.to_yaml(out / "config.yaml")
@@ -153,6 +163,8 @@ def train_run(
                 "host": socket.gethostname(),
                 "command": sys.argv,
                 "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+                # NaN cells inside observed rows, imputed with training means (also warned)
+                "imputed_cells": imputed,
             },
         )
     try:
