@@ -37,6 +37,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--json", action="store_true", help="print machine-readable JSON")
     _add_layout(d)
+    _add_modalities(d)
     d.set_defaults(func=_cmd_data_describe)
 
 
@@ -47,6 +48,19 @@ def _add_layout(p: argparse.ArgumentParser) -> None:
         default=None,
         help="read the folder in the authors' ADNI or MIMIC-IV layout (default: detected from "
         "label.csv + PTID_splits.json or labels.csv + PTID_splits_mimic.json)",
+    )
+
+
+def _add_modalities(p: argparse.ArgumentParser, config: bool = False) -> None:
+    p.add_argument(
+        "--modalities",
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="read only these modalities of DATA, e.g. genomic clinical biospecimen (default: "
+        + ("the config's data.modalities, else " if config else "")
+        + "every modality DATA has; of an ADNI / MIMIC-IV folder, those whose folder or file "
+        "exists, the absent ones named in one line)",
     )
 
 
@@ -63,16 +77,25 @@ def _config_path(config: str) -> Path:
 
 
 def _layout_paths(cfg: Any, data: Any) -> None:
-    """Relative encoder mask paths of the config that name files of the data folder."""
+    """Relative encoder mask paths of the config that name files of the data folder; the
+    encoders of modalities the data has but that are not read (absent from a layout folder,
+    or left out by --modalities) are dropped, said in one line."""
     from moe_retriever.data.layouts import resolve_encoder_paths
 
+    not_read = [m for m in data.attrs.get("not_read", []) if m in cfg.model.encoders]
+    if not_read:
+        _warn(
+            f"model.encoders of {', '.join(not_read)} not used: the modality is not read from "
+            f"{data.name!r}"
+        )
+        cfg.model.encoders = {k: v for k, v in cfg.model.encoders.items() if k not in not_read}
     cfg.model.encoders = resolve_encoder_paths(cfg.model.encoders, data)
 
 
 def _cmd_data_describe(args: argparse.Namespace) -> int:
     from moe_retriever.datasets import load_data
 
-    data = load_data(args.source, layout=args.layout)
+    data = load_data(args.source, layout=args.layout, modalities=args.modalities)
     summary = data.describe()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -136,6 +159,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_layout(p)
+    _add_modalities(p, config=True)
     p.set_defaults(func=_cmd_train)
 
 
@@ -178,10 +202,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
 
     if args.resume:
-        if args.config or args.overrides or args.method or args.seeds:
+        if args.config or args.overrides or args.method or args.seeds or args.modalities:
             raise UserError(
                 "--resume continues a run with its saved config; drop --config/--set/--method/"
-                "--seeds (or start a new run with --out)"
+                "--seeds/--modalities (or start a new run with --out)"
             )
         info, cfg = read_run(args.resume)
         if info.get("status") == "running" and is_main_process():
@@ -203,6 +227,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cfg.method = args.method
         if args.seeds:
             cfg.seeds = list(args.seeds)
+        if args.modalities:
+            cfg.data.modalities = list(args.modalities)
         source, resume = args.data, False
     if args.devices is not None:
         cfg.runtime.devices = args.devices
@@ -219,7 +245,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
 
-    data = load_run_data(source, layout=args.layout)
+    data = load_run_data(source, layout=args.layout, modalities=cfg.data.modalities)
     if not resume:
         _layout_paths(cfg, data)
         if args.out and is_main_process() and (Path(args.out) / "config.yaml").exists():
@@ -377,13 +403,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if not os.access(o.resolve().parent, os.W_OK):
             raise UserError(f"--out {str(o)!r}: folder {str(o.resolve().parent)!r} is not writable")
     models = run_models(args.run_dir, args.seed)
-    first = next(iter(models.values()))
+    first = next(iter(models.values()))  # the seeds of a run share modalities and head
     if args.explain and not first.explains():
         raise UserError(
             f"--explain: the {first.model_.head_name!r} head of method {first.method!r} has no "
             "per-sample interpretation (i2moe and i2m2 have one); drop --explain"
         )
-    data = load_run_data(args.data)
+    data = load_run_data(args.data, modalities=first.modalities_)
     probas = []
     for est in models.values():
         probas.append(est.predict_proba(data))
@@ -560,6 +586,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
+    _add_modalities(p, config=True)
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -612,6 +639,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
+    if args.modalities:
+        cfg.data.modalities = list(args.modalities)
     cfg.validate()
     from moe_retriever.presets import list_presets, unused_options
 
@@ -622,7 +651,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"option(s) {', '.join(unused)} are taken by none of the methods "
             f"{', '.join(deep)}; `moe-retriever list` shows each part's options"
         )
-    data = load_data(args.data, layout=args.layout)
+    data = load_data(args.data, layout=args.layout, modalities=cfg.data.modalities)
     _layout_paths(cfg, data)
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
     for name, why in left_out.items():
@@ -634,6 +663,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
     if args.layout:
         parts += ["--layout", args.layout]
+    if args.modalities:
+        parts += ["--modalities", *args.modalities]
     parts += ["--missing-rates", *(f"{r:g}" for r in args.missing_rates)]
     parts += ["--seeds", *(str(x) for x in args.seeds)]
     if args.config:

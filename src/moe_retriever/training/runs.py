@@ -92,10 +92,13 @@ def unique_run_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
-def load_run_data(source: str, layout: str | None = None) -> MultimodalData:
+def load_run_data(
+    source: str, layout: str | None = None, modalities: Sequence[str] | None = None
+) -> MultimodalData:
+    """``source`` (a built-in name or a folder), only ``modalities`` when given."""
     from moe_retriever.datasets import load_data
 
-    return load_data(source, layout=layout)
+    return load_data(source, layout=layout, modalities=modalities)
 
 
 def make_run_split(data: MultimodalData, cfg: TrainConfig) -> Split:
@@ -138,7 +141,7 @@ def train_run(
             raise FileNotFoundError(f"{str(out)!r} is not a run folder (config.yaml missing)")
         split = Split.load(out / "split.json") if (out / "split.json").is_file() else split
     if data is None:
-        data = load_run_data(source)
+        data = load_run_data(source, modalities=cfg.data.modalities)
     if split is None:
         split = make_run_split(data, cfg)
     train, val, test = apply_split(data, split)
@@ -388,14 +391,16 @@ def evaluate_run(
     run_dir = Path(run_dir)
     info, cfg = read_run(run_dir)
     models = run_models(run_dir)
-    classes = next(iter(models.values())).classes_
+    first = next(iter(models.values()))
+    classes, modalities = first.classes_, first.modalities_
     n_train_overlap = 0
     if source is None:
-        data = load_run_data(info["data"])
+        data = load_run_data(info["data"], modalities=modalities)
         _, _, data = apply_split(data, Split.load(run_dir / "split.json"))
         name = "test"
     else:
-        data = align_labels(load_run_data(source), classes, what=f"data {source!r}")
+        data = load_run_data(source, modalities=modalities)
+        data = align_labels(data, classes, what=f"data {source!r}")
         name = data.name
         split_path = run_dir / "split.json"
         if split_path.is_file():
