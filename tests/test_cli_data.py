@@ -44,3 +44,26 @@ def test_describe_folder_and_errors(tmp_path, capsys) -> None:
     assert main(["data", "describe", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "not a built-in dataset" in err and "Traceback" not in err
+
+
+def test_describe_modalities_picks_a_subset_of_any_source(tmp_path, capsys) -> None:
+    """--modalities on a plain folder: the subset is read, the rest named in one line, a
+    sample that observes none of the subset left out and counted; an absent name: exit 2."""
+    d = from_arrays(
+        {
+            "a": np.array([[1.0], [np.nan], [2.0]]),
+            "b": np.ones((3, 2)),
+            "c": np.array([[1.0], [np.nan], [3.0]]),
+        },
+        labels=["u", "v", "u"],
+    )
+    write_folder(d, tmp_path / "ds")
+    assert main(["data", "describe", str(tmp_path / "ds"), "--modalities", "c", "a", "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert list(out["modalities"]) == ["c", "a"] and out["n_samples"] == 2
+    assert "modalities b are not read" in captured.err
+    assert "1 sample(s) observe none of the modalities read (c, a)" in captured.err
+    assert main(["data", "describe", "miniacc", "--modalities", "gistict", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "modality 'nope' was asked for but is absent" in err and err.count("\n") == 1

@@ -118,3 +118,36 @@ def test_same_command_twice_same_metrics(roots: dict[str, Any], tmp_path: Path) 
         assert main([*args, "--set", *TINY]) == 0
         metrics.append(json.loads((run / "metrics.json").read_text())["test"])
     assert metrics[0] == metrics[1]
+
+
+def test_an_adni_folder_without_mri_reads_the_rest_and_modalities_choose(
+    roots: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No image/ folder: describe reads the other three and names the absent one in one
+    line; --modalities picks a subset for train (recorded in the config), and predict and
+    evaluate read the run's modalities; asking for the absent one is one line, exit 2."""
+    import shutil
+
+    root = tmp_path / "adni"
+    shutil.copytree(roots["adni"][0], root)
+    shutil.rmtree(root / "image")
+    assert main(["data", "describe", str(root), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert list(json.loads(captured.out)["modalities"]) == ["genomic", "clinical", "biospecimen"]
+    warned = [line for line in captured.err.splitlines() if "absent modalities" in line]
+    assert len(warned) == 1 and "image" in warned[0]
+    assert main(["data", "describe", str(root), "--modalities", "image", "genomic"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moe-retriever: error:") and err.count("\n") == 0
+    assert "modality 'image' was asked for but is absent" in err
+    run = tmp_path / "run"
+    args = ["train", str(root), "--config", "paper_adni", "--modalities", "genomic", "clinical"]
+    args += ["--seeds", "0", "--out", str(run), "--no-progress", "--set", *TINY]
+    assert main(args) == 0
+    assert "model.encoders of image not used" in capsys.readouterr().err
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["data"]["modalities"] == ["genomic", "clinical"]
+    assert "image" not in cfg["model"]["encoders"]
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), str(root), "--out", str(out)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0

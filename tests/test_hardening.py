@@ -212,6 +212,17 @@ def test_evaluate_on_a_read_only_run_folder_still_reports(
 
 
 # ------------------------------------------------------------------------------ predict
+def test_predict_label_column_uses_the_run_classes(run: Path, tmp_path: Path) -> None:
+    """A folder holding class "c1" only codes it as 0; the ``label`` column is still "c1"."""
+    data = tiny_data()
+    only = data.subset(data.y == 1)
+    folder = _csv_folder(tmp_path / "one_class", only)
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run), str(folder), "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == len(only) and set(frame["label"]) == {"c1"}
+
+
 @pytest.mark.parametrize("target", ["modality", "new_in_data", "run_json", "run_new"])
 def test_predict_never_overwrites_an_input(
     run: Path, folder: Path, target: str, capsys: Any
@@ -258,6 +269,42 @@ def test_predict_reports_imputed_cells_and_accepts_header_only_files(
     frame = pd.read_csv(out)
     assert len(frame) == int(keep.sum())
     assert not frame["observed"].str.contains("m2").any()
+
+
+def _folder_with_a_nan_cell(path: Path) -> tuple[Path, str]:
+    """The tiny data as CSV files with one NaN cell inside an observed row of m0."""
+    folder = _csv_folder(path, tiny_data())
+    m0 = pd.read_csv(folder / "m0.csv")
+    m0.iloc[0, 2] = np.nan
+    m0.to_csv(folder / "m0.csv", index=False)
+    return folder, str(m0.iloc[0, 0])
+
+
+def test_train_reports_imputed_cells(tmp_path: Path, capsys: Any) -> None:
+    """NaN cells inside observed rows are imputed at train too, and said so (issue 23)."""
+    folder, sample = _folder_with_a_nan_cell(tmp_path / "nan")
+    run = tmp_path / "run"
+    assert main(["train", str(folder), "--seeds", "0", "--out", str(run), *FAST]) == 0
+    err = capsys.readouterr().err
+    line = "modality 'm0': 1 missing cell(s) in observed rows were imputed"
+    warned = [x for x in err.splitlines() if line in x]
+    assert len(warned) == 1 and warned[0].startswith("moe-retriever: warning:")
+    assert repr(sample) in warned[0]
+    recorded = json.loads((run / "run.json").read_text())["imputed_cells"]
+    assert len(recorded) == 1 and line in recorded[0]
+
+
+def test_benchmark_reports_imputed_cells(tmp_path: Path, capsys: Any) -> None:
+    folder, sample = _folder_with_a_nan_cell(tmp_path / "nan")
+    out = tmp_path / "bench"
+    args = ["benchmark", str(folder), "--methods", "lr-mean-impute", "--missing-rates", "0"]
+    assert main([*args, "--seeds", "0", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    line = "modality 'm0': 1 missing cell(s) in observed rows were imputed"
+    warned = [x for x in err.splitlines() if line in x]
+    assert len(warned) == 1 and repr(sample) in warned[0]
+    recorded = json.loads((out / "results.json").read_text())["imputed_cells"]
+    assert len(recorded) == 1 and line in recorded[0]
 
 
 # ------------------------------------------------------------------------------ run status

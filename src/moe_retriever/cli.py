@@ -38,6 +38,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--json", action="store_true", help="print machine-readable JSON")
     _add_layout(d)
+    _add_modalities(d)
     d.set_defaults(func=_cmd_data_describe)
 
 
@@ -48,6 +49,19 @@ def _add_layout(p: argparse.ArgumentParser) -> None:
         default=None,
         help="read the folder in the authors' ADNI or MIMIC-IV layout (default: detected from "
         "label.csv + PTID_splits.json or labels.csv + PTID_splits_mimic.json)",
+    )
+
+
+def _add_modalities(p: argparse.ArgumentParser, config: bool = False) -> None:
+    p.add_argument(
+        "--modalities",
+        nargs="+",
+        default=None,
+        metavar="M",
+        help="read only these modalities of DATA, e.g. genomic clinical biospecimen (default: "
+        + ("the config's data.modalities, else " if config else "")
+        + "every modality DATA has; of an ADNI / MIMIC-IV folder, those whose folder or file "
+        "exists, the absent ones named in one line)",
     )
 
 
@@ -64,16 +78,25 @@ def _config_path(config: str) -> Path:
 
 
 def _layout_paths(cfg: Any, data: Any) -> None:
-    """Relative encoder mask paths of the config that name files of the data folder."""
+    """Relative encoder mask paths of the config that name files of the data folder; the
+    encoders of modalities the data has but that are not read (absent from a layout folder,
+    or left out by --modalities) are dropped, said in one line."""
     from moe_retriever.data.layouts import resolve_encoder_paths
 
+    not_read = [m for m in data.attrs.get("not_read", []) if m in cfg.model.encoders]
+    if not_read:
+        _warn(
+            f"model.encoders of {', '.join(not_read)} not used: the modality is not read from "
+            f"{data.name!r}"
+        )
+        cfg.model.encoders = {k: v for k, v in cfg.model.encoders.items() if k not in not_read}
     cfg.model.encoders = resolve_encoder_paths(cfg.model.encoders, data)
 
 
 def _cmd_data_describe(args: argparse.Namespace) -> int:
     from moe_retriever.datasets import load_data
 
-    data = load_data(args.source, layout=args.layout)
+    data = load_data(args.source, layout=args.layout, modalities=args.modalities)
     summary = data.describe()
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -138,6 +161,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_layout(p)
+    _add_modalities(p, config=True)
     p.set_defaults(func=_cmd_train)
 
 
@@ -181,10 +205,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
 
     if args.resume:
-        if args.config or args.overrides or args.method or args.seeds:
+        if args.config or args.overrides or args.method or args.seeds or args.modalities:
             raise UserError(
                 "--resume continues a run with its saved config; drop --config/--set/--method/"
-                "--seeds (or start a new run with --out)"
+                "--seeds/--modalities (or start a new run with --out)"
             )
         info, cfg = read_run(args.resume)
         if info.get("status") == "running" and is_main_process():
@@ -206,6 +230,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             cfg.method = args.method
         if args.seeds:
             cfg.seeds = list(args.seeds)
+        if args.modalities:
+            cfg.data.modalities = list(args.modalities)
         source, resume = args.data, False
     if args.devices is not None:
         cfg.runtime.devices = args.devices
@@ -222,7 +248,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_accelerator(cfg.runtime.accelerator)
     from moe_retriever.training.runs import load_run_data
 
-    data = load_run_data(source, layout=args.layout)
+    data = load_run_data(source, layout=args.layout, modalities=cfg.data.modalities)
     if not resume:
         _layout_paths(cfg, data)
         if args.out and is_main_process() and (Path(args.out) / "config.yaml").exists():
@@ -323,7 +349,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write the head's per-sample interpretation (I2MoE's interaction weights, "
         "I2M2's expert shares...) to <out>.explain.csv (from one seed's model: --seed, "
-        "default the first)",
+        "default the first); refused for a head without one",
     )
     p.add_argument(
         "--seed", type=int, default=None, help="use only this seed's model (default: all)"
@@ -384,11 +410,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if not os.access(o.resolve().parent, os.W_OK):
             raise UserError(f"--out {str(o)!r}: folder {str(o.resolve().parent)!r} is not writable")
     models = run_models(args.run_dir, args.seed)
-    data = load_run_data(args.data)
+    first = next(iter(models.values()))  # the seeds of a run share modalities and head
+    if args.explain and not first.explains():
+        raise UserError(
+            f"--explain: the {first.model_.head_name!r} head of method {first.method!r} has no "
+            "per-sample interpretation (i2moe and i2m2 have one); drop --explain"
+        )
+    data = load_run_data(args.data, modalities=first.modalities_)
     probas = []
     for est in models.values():
         probas.append(est.predict_proba(data))
-    first = next(iter(models.values()))
     for line in missing_cells(data):
         _warn(line)
     proba = np.mean(probas, axis=0)
@@ -410,14 +441,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"completed embeddings {tuple(np.load(emb_path, mmap_mode='r').shape)} -> {emb_path}")
     if args.explain:
         frame = first.explain(data)
-        if frame.shape[1] <= 1:
-            _warn(
-                f"--explain: the {first.model_.head_name!r} head has no per-sample "
-                "interpretation; nothing written"
-            )
-        else:
-            frame.to_csv(explain_path, index=False)
-            print(f"per-sample interpretation ({frame.shape[1] - 1} columns) -> {explain_path}")
+        frame.to_csv(explain_path, index=False)
+        print(f"per-sample interpretation ({frame.shape[1] - 1} columns) -> {explain_path}")
     return 0
 
 
@@ -470,8 +495,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["all"],
         help="methods: completion names (moe-retriever, zero, official-average, mean, bank, "
-        "knn), complete-case, late-fusion, lr-late-fusion, lr-mean-impute, hgb, or the groups "
-        "all, completions, references, anchors (default: all)",
+        "knn), heads (i2m2, i2moe), complete-case, late-fusion, lr-late-fusion, "
+        "lr-mean-impute, hgb, or the groups all, completions, heads, references, anchors "
+        "(default: all). Groups leave out methods slow at the defaults (i2moe) unless named",
     )
     p.add_argument(
         "--missing-rates",
@@ -568,6 +594,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
+    _add_modalities(p, config=True)
     p.set_defaults(func=_cmd_benchmark)
 
 
@@ -576,11 +603,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from moe_retriever.benchmark.grid import GridOptions
-    from moe_retriever.benchmark.harness import resolve_methods, run_benchmark
+    from moe_retriever.benchmark.harness import left_out_methods, resolve_methods, run_benchmark
     from moe_retriever.datasets import load_data
     from moe_retriever.training.config import TrainConfig, apply_overrides
 
     methods = resolve_methods(args.methods)  # unknown names fail before any training
+    left_out = left_out_methods(args.methods)
     for r in args.missing_rates:
         if not 0.0 <= r < 1.0:
             raise UserError(f"--missing-rates must be in [0, 1), got {r}")
@@ -619,6 +647,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
+    if args.modalities:
+        cfg.data.modalities = list(args.modalities)
     cfg.validate()
     from moe_retriever.presets import list_presets, unused_options
 
@@ -629,12 +659,20 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             f"option(s) {', '.join(unused)} are taken by none of the methods "
             f"{', '.join(deep)}; `moe-retriever list` shows each part's options"
         )
-    data = load_data(args.data, layout=args.layout)
+    data = load_data(args.data, layout=args.layout, modalities=cfg.data.modalities)
     _layout_paths(cfg, data)
     out = Path(args.out) if args.out else Path("runs") / f"benchmark-{data.name}"
+    for name, why in left_out.items():
+        print(
+            f"moe-retriever: note: --methods {' '.join(args.methods)} leaves out {name} ({why}); "
+            f"name it to run it, e.g. --methods {' '.join(args.methods)} {name}",
+            file=sys.stderr,
+        )
     parts = ["moe-retriever", "benchmark", args.data, "--methods", *args.methods]
     if args.layout:
         parts += ["--layout", args.layout]
+    if args.modalities:
+        parts += ["--modalities", *args.modalities]
     parts += ["--missing-rates", *(f"{r:g}" for r in args.missing_rates)]
     parts += ["--seeds", *(str(x) for x in args.seeds)]
     if args.config:
@@ -662,7 +700,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     )
     result = run_benchmark(
         data,
-        methods,
+        args.methods,
         args.missing_rates,
         args.seeds,
         cfg,

@@ -38,6 +38,15 @@ class Preset:
     completion_options: dict[str, Any] = field(default_factory=dict)
     head_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: why the method is slow at the defaults ("" = not slow); the benchmark's groups
+    #: (``--methods all``...) leave a slow method out unless it is named
+    slow: str = ""
+
+    @property
+    def kind(self) -> str:
+        """``"completion"`` for a completion over the default head, ``"head"`` for a preset
+        whose point is its head (i2m2, i2moe): the benchmark's ``kind`` column."""
+        return "completion" if self.head == "transformer" else "head"
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,7 @@ register_preset(
         completion="none",
         head="i2moe",
         description="I2MoE: uniqueness/synergy/redundancy experts, reweighted (masked mode)",
+        slow="at the defaults a step costs 23-38x a transformer head's (docs/RESULTS.md)",
     )
 )
 

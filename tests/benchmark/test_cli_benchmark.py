@@ -106,3 +106,22 @@ def test_benchmark_resume_loads_the_finished_cells(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     assert "resume: 2 finished cell(s) loaded, 0 to fit" in capsys.readouterr().out
     assert (tmp_path / "results.csv").read_text() == first  # timings included: nothing refit
+
+
+def test_methods_all_says_which_slow_methods_it_leaves_out(tmp_path, capsys, monkeypatch):
+    """Before any training, ``--methods all`` names the slow method it leaves out and why."""
+    import moe_retriever.benchmark.harness as harness
+
+    seen = {}
+
+    def stop(data, methods, *args, **kwargs):
+        seen["methods"] = harness.resolve_methods(methods)
+        seen["err"] = capsys.readouterr().err
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness, "run_benchmark", stop)
+    args = ["benchmark", "synthetic", "--methods", "all", "--out", str(tmp_path / "b")]
+    assert main([*args, "--quiet"]) == 130
+    assert "i2moe" not in seen["methods"] and "i2m2" in seen["methods"]
+    note = [line for line in seen["err"].splitlines() if "leaves out i2moe" in line]
+    assert len(note) == 1 and "23-38x" in note[0] and "--methods all i2moe" in note[0]

@@ -13,6 +13,7 @@ from moe_retriever.benchmark import harness
 from moe_retriever.benchmark.harness import (
     MethodResult,
     RunInputs,
+    left_out_methods,
     list_methods,
     register_method,
     resolve_methods,
@@ -176,6 +177,20 @@ def test_method_groups_and_unknown_names():
     assert resolve_methods(["zero", "zero", "hgb"]) == ["zero", "hgb"]
     with pytest.raises(ValueError, match="unknown benchmark method 'nope'"):
         resolve_methods(["nope"])
+
+
+def test_groups_leave_out_slow_methods_unless_named_and_heads_have_their_kind():
+    """``all`` leaves out I2MoE (slow at the defaults) and says why; naming it brings it
+    back. The head presets are of kind ``head``, not ``completion``."""
+    assert list_methods("head") == ["i2m2", "i2moe"]
+    assert "i2m2" not in list_methods("completion")
+    everything = resolve_methods("all")
+    assert "i2moe" not in everything and "i2m2" in everything
+    left = left_out_methods("all")
+    assert list(left) == ["i2moe"] and "23-38x" in left["i2moe"]
+    assert resolve_methods(["heads"]) == ["i2m2"] and list(left_out_methods(["heads"])) == ["i2moe"]
+    assert "i2moe" in resolve_methods(["all", "i2moe"])
+    assert left_out_methods(["all", "i2moe"]) == {} and left_out_methods(["zero"]) == {}
 
 
 def test_summary_ignores_nan_values():

@@ -168,6 +168,47 @@ def test_adni_modality_subset_reads_only_its_files(
     assert data.modalities == ["genomic", "clinical"]
 
 
+def test_adni_without_a_modality_folder_reads_the_rest_and_says_so(
+    adni: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """No image/ folder (no MRI): the other three are read, the absent one named in one
+    warning line; asking for it is a one-line error naming it (issue 23)."""
+    import shutil
+    import warnings
+
+    from moe_retriever.data.core import DataWarning
+
+    root = _copy_layout(adni[0], tmp_path / "adni")
+    shutil.rmtree(root / "image")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = read_adni_layout(root)
+    assert data.modalities == ["genomic", "clinical", "biospecimen"]
+    assert data.attrs["absent_modalities"] == ["image"]
+    lines = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
+    assert len(lines) == 1 and "absent modalities image" in lines[0]
+    assert "--modalities" in lines[0] and "\n" not in lines[0]
+    with pytest.raises(DataValidationError, match=r"modality 'image' was asked for but is absent"):
+        read_adni_layout(root, ["image", "genomic"])
+    assert read_adni_layout(root, ["clinical", "genomic"]).modalities == ["clinical", "genomic"]
+    shutil.rmtree(root / "genomic")
+    shutil.rmtree(root / "clinical")
+    with pytest.raises(DataValidationError, match=r"1 modality\(ies\) to read.*need at least two"):
+        read_adni_layout(root)
+
+
+def test_mimic_without_a_modality_file_reads_the_rest(
+    mimic: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    root = _copy_layout(mimic[0], tmp_path / "mimic")
+    (root / "note_x.pt").unlink()
+    with pytest.warns(UserWarning, match=r"absent modalities note \('note_x.pt'\)"):
+        data = read_mimic_layout(root)
+    assert data.modalities == ["lab", "code"]
+    with pytest.raises(DataValidationError, match=r"modality 'note' was asked for but is absent"):
+        read_mimic_layout(root, ["lab", "note"])
+
+
 # ---------------------------------------------------------------------------- MIMIC
 def test_mimic_mask_labels_values(mimic: tuple[Path, dict[str, Any]]) -> None:
     root, truth = mimic

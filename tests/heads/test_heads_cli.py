@@ -40,6 +40,8 @@ def test_benchmark_runs_the_seed_heads(i2moe_run: tuple[Path, Path], tmp_path: P
         (m, r) for m in ("i2m2", "i2moe") for r in (0.0, 0.5)
     }
     assert f1["value"].notna().all()
+    # the heads are of kind "head", not "completion" (issue 23)
+    assert set(frame["kind"]) == {"head"} and set(payload["kinds"].values()) == {"head"}
     # the heads' summaries travel with the results (interaction weights, expert shares)
     for method, first in (("i2moe", "U_m0"), ("i2m2", "m0")):
         runs = payload["selections"][method]
@@ -107,19 +109,24 @@ def test_predict_explain_writes_per_sample_weights(
     assert any(c.startswith("expert_logits_S_") for c in explain.columns)
 
 
-def test_predict_explain_without_interpretation_says_so(
+def test_predict_explain_without_interpretation_is_refused(
     i2moe_run: tuple[Path, Path], tmp_path: Path, capsys: Any
 ) -> None:
+    """A flag that cannot be honoured is refused before any work: exit 2, one line, nothing
+    written (not the predictions either)."""
     _, folder = i2moe_run
     _write_config(tmp_path / "cfg.yaml", "zero")
     run = tmp_path / "run"
     assert (
         main(["train", str(folder), "--config", str(tmp_path / "cfg.yaml"), "--out", str(run)]) == 0
     )
+    capsys.readouterr()
     pred = tmp_path / "pred.csv"
-    assert main(["predict", str(run), str(folder), "--out", str(pred), "--explain"]) == 0
-    assert "has no per-sample interpretation" in capsys.readouterr().err
-    assert pred.is_file() and not (tmp_path / "pred.explain.csv").exists()
+    assert main(["predict", str(run), str(folder), "--out", str(pred), "--explain"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moe-retriever: error: --explain") and err.count("\n") == 0
+    assert "has no per-sample interpretation" in err
+    assert not pred.exists() and not (tmp_path / "pred.explain.csv").exists()
 
 
 def test_demo_output_says_where_the_i2moe_plot_is(tmp_path: Path, capsys: Any) -> None:

@@ -32,12 +32,17 @@ the retrieval fidelity on the TEST entries hidden by the simulator (``fidelity_c
 modality; see :mod:`.fidelity`), and for ``moe-retriever`` the router
 inspection (``router_entropy`` and the usage tables in results.json; see :mod:`.router`).
 
-Methods (``list_methods()``; ``"all"`` = all of them):
+Methods (``list_methods()``; ``"all"`` = all of them but the slow ones, see below):
 
 * ``completion``: every registered completion method, trained as the deep model
   (``MoERetrieverClassifier(method=name, config=config, seed=seed)``);
+* ``head``: the presets whose point is their head (``i2m2``, ``i2moe``), trained the same way;
 * ``reference``: ``complete-case`` and ``late-fusion`` (:mod:`.anchors`);
 * ``anchor``: ``lr-late-fusion``, ``lr-mean-impute``, ``hgb`` (:mod:`.anchors`).
+
+A group (``all``, ``completions``, ``heads``...) leaves out the methods whose preset says it is
+slow at the defaults (``Preset.slow``: ``i2moe``) unless they are also named;
+:func:`left_out_methods` says which and why, and the command line prints it before starting.
 
 Outputs in ``out``: results.csv (raw rows), results.md (paired differences to the references
 with 95% intervals and sentences, then mean ± std tables), results.json (rows, summary,
@@ -72,17 +77,18 @@ from moe_retriever.benchmark.report import (
     write_results,
 )
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
-from moe_retriever.data.core import MultimodalData
+from moe_retriever.data.core import DataWarning, MultimodalData
 from moe_retriever.data.layouts import layout_split
 from moe_retriever.data.missingness import simulate_missing
 from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, stratified_folds
-from moe_retriever.data.validation import drop_empty
+from moe_retriever.data.validation import drop_empty, missing_cells
 
 __all__ = [
     "BenchmarkResult",
     "MethodResult",
     "RunInputs",
     "benchmark_config",
+    "left_out_methods",
     "list_methods",
     "register_method",
     "resolve_methods",
@@ -121,7 +127,7 @@ Runner = Callable[[RunInputs], MethodResult]
 @dataclass
 class _MethodSpec:
     name: str
-    kind: str  # completion | reference | anchor
+    kind: str  # completion | head | reference | anchor
     runner: Runner
 
 
@@ -204,7 +210,7 @@ def _anchor_runner(name: str) -> Runner:
 
 
 def _builtin_methods() -> None:
-    from moe_retriever.presets import list_presets
+    from moe_retriever.presets import get_preset, list_presets
 
     presets = list_presets()
     for name in [n for n in _AUTO if n not in presets]:  # a preset was unregistered
@@ -212,7 +218,7 @@ def _builtin_methods() -> None:
         _METHODS.pop(name, None)
     for name in presets:
         if name not in _METHODS:
-            register_method(name, "completion", _deep_runner(name))
+            register_method(name, get_preset(name).kind, _deep_runner(name))
             _AUTO.add(name)
     for name, cls in ANCHORS.items():
         if name not in _METHODS:
@@ -220,22 +226,40 @@ def _builtin_methods() -> None:
 
 
 def list_methods(kind: str | None = None) -> list[str]:
-    """Methods known to the harness: completions first, then reference points, then anchors."""
+    """Methods known to the harness: completions, heads, reference points, then anchors."""
     _builtin_methods()
-    order = {"completion": 0, "reference": 1, "anchor": 2}
-    specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 3))
+    order = {"completion": 0, "head": 1, "reference": 2, "anchor": 3}
+    specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 4))
     return [s.name for s in specs if kind is None or s.kind == kind]
 
 
-def resolve_methods(methods: Sequence[str] | str) -> list[str]:
-    """Expand ``all`` / ``completions`` / ``references`` / ``anchors``; check the names."""
-    names = [methods] if isinstance(methods, str) else list(methods)
-    groups = {
-        "all": list_methods(),
-        "completions": list_methods("completion"),
-        "references": list_methods("reference"),
-        "anchors": list_methods("anchor"),
+def _slow_methods() -> dict[str, str]:
+    """Methods slow at the defaults -> why (their preset's ``slow``)."""
+    from moe_retriever.presets import get_preset, list_presets
+
+    return {n: get_preset(n).slow for n in list_presets() if get_preset(n).slow}
+
+
+def _groups(keep_slow: bool = False) -> dict[str, list[str]]:
+    """The method groups; without ``keep_slow`` the slow methods are left out of each."""
+    slow = {} if keep_slow else _slow_methods()
+    return {
+        g: [m for m in list_methods(kind) if m not in slow]
+        for g, kind in (
+            ("all", None),
+            ("completions", "completion"),
+            ("heads", "head"),
+            ("references", "reference"),
+            ("anchors", "anchor"),
+        )
     }
+
+
+def resolve_methods(methods: Sequence[str] | str) -> list[str]:
+    """Expand ``all`` / ``completions`` / ``heads`` / ``references`` / ``anchors``; check the
+    names. A group leaves out slow methods (:func:`left_out_methods`) unless they are named."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    groups = _groups()
     out: list[str] = []
     known = list_methods()
     for n in names:
@@ -243,11 +267,21 @@ def resolve_methods(methods: Sequence[str] | str) -> list[str]:
             if x not in known:
                 raise ValueError(
                     f"unknown benchmark method {x!r}; known: {', '.join(known)} "
-                    "(or the groups all, completions, references, anchors)"
+                    f"(or the groups {', '.join(groups)})"
                 )
             if x not in out:
                 out.append(x)
     return out
+
+
+def left_out_methods(methods: Sequence[str] | str) -> dict[str, str]:
+    """The slow methods a group of ``methods`` would hold but leaves out (they are not named
+    on their own), each with why it is slow: what to tell the user before a run starts."""
+    names = [methods] if isinstance(methods, str) else list(methods)
+    slow = _slow_methods()
+    full = _groups(keep_slow=True)
+    held = {m for n in names for m in full.get(n, [])}
+    return {m: why for m, why in slow.items() if m in held and m not in names}
 
 
 def benchmark_config(**overrides: Any) -> Any:
@@ -500,6 +534,7 @@ def _run_benchmark(
     if data.y is None:
         raise ValueError(f"benchmark needs labelled data; {data.name!r} has no labels")
     names = resolve_methods(methods)
+    left_out = left_out_methods(methods)
     rates = [float(r) for r in missing_rates]
     for r in rates:
         if not 0.0 <= r < 1.0:
@@ -518,11 +553,17 @@ def _run_benchmark(
             )
     cfg = config if config is not None else benchmark_config()
     say = log or (lambda s: None)
+    strict = bool(getattr(getattr(cfg, "data", None), "strict", False))
+    imputed = [] if strict else missing_cells(data)  # every method's Preprocessor fills them
+    for line in imputed:
+        warnings.warn(line, DataWarning, stacklevel=2)
     rows: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
         "dataset": data.name,
         "command": command,
         "methods": names,
+        "left_out": left_out,
+        "imputed_cells": imputed,
         "kinds": kinds,
         "missing_rates": rates,
         "seeds": seeds,

@@ -17,7 +17,7 @@ import pandas as pd
 from moe_retriever.benchmark.report import _METRIC_TITLES
 from moe_retriever.benchmark.stats import BEST_ANCHOR, PairedComparison
 
-_STYLES = {"completion": "-", "reference": "--", "anchor": ":"}
+_STYLES = {"completion": "-", "head": "-.", "reference": "--", "anchor": ":"}
 
 
 def plot_metric(

@@ -38,6 +38,12 @@ Conventions (those of every reader, :mod:`moe_retriever.data.readers`):
 * MIMIC: the tensors have a row for every subject, so a missing modality is a row that holds
   no information: all NaN, or all zero (no lab value, note embedding or code recorded);
   ``missing="nan"`` counts only all-NaN rows as missing.
+* A modality whose folder (ADNI: ``image/``, ``genomic/``...) or tensor file (MIMIC:
+  ``<modality>_x.pt``) is absent is absent for the whole folder (many users have no MRI or no
+  genotypes). With ``modalities=None`` (the default) the readers read the modalities that
+  exist, say in one :class:`~moe_retriever.data.core.DataWarning` line which are absent, and
+  list them in ``attrs["absent_modalities"]``; a modality named in ``modalities`` that is
+  absent is a one-line error. At least two modalities must be read.
 """
 
 from __future__ import annotations
@@ -96,6 +102,48 @@ _SPLIT_KEYS = {"train": "training", "val": "validation", "test": "testing"}
 
 
 # ---------------------------------------------------------------------------- helpers
+def _choose(
+    layout: str,
+    root: Path,
+    modalities: Sequence[str] | None,
+    known: Sequence[str],
+    where: dict[str, Path],
+) -> tuple[list[str], list[str]]:
+    """(modalities to read, absent ones) of a layout folder. ``where[m]``: the folder or file
+    whose existence means ``m`` is there."""
+    present = [m for m in known if where[m].exists()]
+    absent = [m for m in known if m not in present]
+    if modalities is None:
+        chosen = present
+        if absent and len(chosen) >= 2:
+            shown = ", ".join(f"{m} ({str(where[m].relative_to(root))!r})" for m in absent)
+            warnings.warn(
+                f"{layout} layout {str(root)!r}: absent modalities {shown}; reading "
+                f"{', '.join(chosen)} (choose with --modalities or data.modalities)",
+                DataWarning,
+                stacklevel=3,
+            )
+    else:
+        chosen = list(dict.fromkeys(str(m) for m in modalities))
+        unknown = [m for m in chosen if m not in known]
+        if unknown:
+            raise ValueError(f"unknown {layout} modalities {unknown}; choose from {list(known)}")
+        missing = [m for m in chosen if m not in present]
+        if missing:
+            m = missing[0]
+            raise DataValidationError(
+                f"{layout} layout {str(root)!r}: modality {m!r} was asked for but is absent "
+                f"(no {str(where[m])!r}); present: {', '.join(present) or 'none'}"
+            )
+    if len(chosen) < 2:
+        raise DataValidationError(
+            f"{layout} layout {str(root)!r}: {len(chosen)} modality(ies) to read "
+            f"({', '.join(chosen) or 'none'}; absent: {', '.join(absent) or 'none'}); "
+            "need at least two"
+        )
+    return chosen, absent
+
+
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no file {str(path)!r}")
@@ -256,7 +304,7 @@ def _adni_image_rows(root: Path, ids: Sequence[str]) -> tuple[MappedRows, np.nda
 
 def read_adni_layout(
     root: str | Path,
-    modalities: Sequence[str] = ADNI_MODALITIES,
+    modalities: Sequence[str] | None = None,
     *,
     mean_filled: bool = False,
     name: str = "adni",
@@ -264,16 +312,19 @@ def read_adni_layout(
     """ADNI in the authors' layout under ``root`` (see the module docstring).
 
     ``modalities``: a subset of ``image, genomic, clinical, biospecimen`` (the paper's "IGCB");
-    only their files are read. ``mean_filled``: read the ``_mean`` variants of the clinical and
-    biospecimen tables (missing cells filled with means by the authors' preprocessing) instead
-    of the plain ones. The split of ``PTID_splits.json`` is in ``attrs["split"]``.
+    only their files are read. ``None`` (default): those whose folder exists, the absent ones
+    warned about in one line (``attrs["absent_modalities"]``). ``mean_filled``: read the
+    ``_mean`` variants of the clinical and biospecimen tables (missing cells filled with means
+    by the authors' preprocessing) instead of the plain ones. The split of
+    ``PTID_splits.json`` is in ``attrs["split"]``.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"ADNI layout: {str(root)!r} is not a folder")
-    unknown = [m for m in modalities if m not in ADNI_MODALITIES]
-    if unknown:
-        raise ValueError(f"unknown ADNI modalities {unknown}; choose from {list(ADNI_MODALITIES)}")
+    _need(root / "label.csv", "ADNI layout")
+    modalities, absent = _choose(
+        "ADNI", root, modalities, ADNI_MODALITIES, {m: root / m for m in ADNI_MODALITIES}
+    )
     labels = _adni_labels(root)
     split_path = root / "PTID_splits.json"
     split = _read_splits(split_path)
@@ -283,7 +334,7 @@ def read_adni_layout(
     X: dict[str, Any] = {}
     observed: dict[str, np.ndarray] = {}
     feature_names: dict[str, list[str]] = {}
-    attrs: dict[str, Any] = {"layout": "adni", "root": str(root)}
+    attrs: dict[str, Any] = {"layout": "adni", "root": str(root), "absent_modalities": absent}
     for m in modalities:
         if m == "image":
             X[m], observed[m] = _adni_image_rows(root, ids)
@@ -362,13 +413,15 @@ def _load_tensor(path: Path) -> np.ndarray:
 
 def read_mimic_layout(
     root: str | Path,
-    modalities: Sequence[str] = MIMIC_MODALITIES,
+    modalities: Sequence[str] | None = None,
     *,
     missing: str = "nan-or-zero",
     name: str = "mimic",
 ) -> MultimodalData:
     """MIMIC-IV in the authors' layout under ``root`` (see the module docstring).
 
+    ``modalities``: a subset of ``lab, note, code``; ``None`` (default): those whose
+    ``<modality>_x.pt`` exists, the absent ones warned about in one line.
     ``missing``: which rows of a modality tensor mean "not observed": ``"nan-or-zero"``
     (default; rows of NaN only or of zeros only) or ``"nan"`` (rows of NaN only). The split of
     ``PTID_splits_mimic.json`` is in ``attrs["split"]``.
@@ -376,14 +429,16 @@ def read_mimic_layout(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"MIMIC layout: {str(root)!r} is not a folder")
-    unknown = [m for m in modalities if m not in MIMIC_MODALITIES]
-    if unknown:
-        raise ValueError(
-            f"unknown MIMIC modalities {unknown}; choose from {list(MIMIC_MODALITIES)}"
-        )
     if missing not in ("nan-or-zero", "nan"):
         raise ValueError(f"missing must be 'nan-or-zero' or 'nan', got {missing!r}")
     label_path = _need(root / "labels.csv", "MIMIC layout")
+    modalities, absent = _choose(
+        "MIMIC",
+        root,
+        modalities,
+        MIMIC_MODALITIES,
+        {m: root / f"{m}_x.pt" for m in MIMIC_MODALITIES},
+    )
     frame = _read_csv(label_path)
     _columns(frame, label_path, ["subject_id", "one_year_mortality"])
     subjects = [str(s).strip() for s in frame["subject_id"]]
@@ -430,6 +485,7 @@ def read_mimic_layout(
             "layout": "mimic",
             "root": str(root),
             "missing_rows": missing,
+            "absent_modalities": absent,
             "split": split.to_dict(),
             "split_file": str(split_path),
             "unsplit_labelled": n_unsplit,

@@ -118,8 +118,9 @@ def drop_empty(data: MultimodalData) -> tuple[MultimodalData, int]:
 
 
 def missing_cells(data: MultimodalData) -> list[str]:
-    """One line per modality whose observed rows hold NaN cells (which prediction imputes
-    with the training mean of the feature): the count, a few samples and columns."""
+    """One line per modality whose observed rows hold NaN cells (which training, the
+    benchmark and prediction impute with the training mean of the feature): the count, a
+    few samples and columns."""
     lines = []
     for j, m in enumerate(data.modalities):
         rows, cols = nan_cells(data.X[m], data.observed[:, j])

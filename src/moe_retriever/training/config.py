@@ -11,7 +11,8 @@ One :class:`TrainConfig` describes a whole run::
     head: {...}                  # options of the head part; ``name: <head>`` picks another head
     optim: {optimizer, lr, weight_decay}
     train: {epochs, warmup_epochs, batch_size, patience, monitor, class_weights, ...}
-    data:  {val_fraction, test_fraction, split_seed, split_file, log1p, standardize, strict}
+    data:  {val_fraction, test_fraction, split_seed, split_file, log1p, standardize, strict,
+            modalities}
     runtime: {accelerator, devices, strategy, precision, deterministic, progress_bar, ...}
 
 The dataclass defaults are the single source of truth (``configs/default.yaml`` is a dump of
@@ -129,6 +130,9 @@ class DataConfig:
     standardize: bool = True
     #: strict=True: NaNs inside observed rows raise instead of being imputed
     strict: bool = False
+    #: read only these modalities of the data (``--modalities``); null = all it has (of an
+    #: ADNI / MIMIC-IV folder, those whose folder or file exists)
+    modalities: list[str] | None = None
 
 
 @dataclass

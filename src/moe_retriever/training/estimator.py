@@ -675,6 +675,15 @@ class MoERetrieverClassifier:
             head = model.head.summarize(cat, self._label_index(data), self._tensors(data).observed)
         return {"completion": comp, "head": head}
 
+    def explains(self) -> bool:
+        """Whether the fitted head has per-sample interpretable outputs for :meth:`explain`
+        (it names their axes, :meth:`~moe_retriever.heads.Head.interpret_axes`, or summarises
+        them, :meth:`~moe_retriever.heads.Head.summarize`); known without a pass over data."""
+        self._check_fitted()
+        head = type(self.model_.head)
+        named = head.interpret_axes is not Head.interpret_axes
+        return named or head.summarize is not Head.summarize
+
     def explain(self, data: MultimodalData) -> Any:
         """The head's per-sample interpretable outputs on ``data`` as a ``pandas.DataFrame``,
         one row per sample keyed by its id (column ``id``), e.g. I2MoE's interaction weights

@@ -30,6 +30,7 @@ import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,15 @@ import numpy as np
 import pandas as pd
 from lightning.pytorch.utilities import rank_zero_only
 
-from moe_retriever.data.core import DataValidationError, MultimodalData
+from moe_retriever.data.core import DataValidationError, DataWarning, MultimodalData
 from moe_retriever.data.splits import Split, apply_split, make_split
-from moe_retriever.data.validation import align_labels, check_predictable, one_line, preview
+from moe_retriever.data.validation import (
+    align_labels,
+    check_predictable,
+    missing_cells,
+    one_line,
+    preview,
+)
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.metrics import (
@@ -87,10 +94,13 @@ def unique_run_dir(base: Path) -> Path:
     return Path(f"{base}-{i}")
 
 
-def load_run_data(source: str, layout: str | None = None) -> MultimodalData:
+def load_run_data(
+    source: str, layout: str | None = None, modalities: Sequence[str] | None = None
+) -> MultimodalData:
+    """``source`` (a built-in name or a folder), only ``modalities`` when given."""
     from moe_retriever.datasets import load_data
 
-    return load_data(source, layout=layout)
+    return load_data(source, layout=layout, modalities=modalities)
 
 
 def make_run_split(data: MultimodalData, cfg: TrainConfig) -> Split:
@@ -133,12 +143,15 @@ def train_run(
             raise FileNotFoundError(f"{str(out)!r} is not a run folder (config.yaml missing)")
         split = Split.load(out / "split.json") if (out / "split.json").is_file() else split
     if data is None:
-        data = load_run_data(source)
+        data = load_run_data(source, modalities=cfg.data.modalities)
     if split is None:
         split = make_run_split(data, cfg)
     train, val, test = apply_split(data, split)
     check_before_training(train, val, test)  # nothing is written if the input cannot work
+    imputed = [] if cfg.data.strict else missing_cells(data)  # strict: the fit refuses them
     if is_main_process():
+        for line in imputed:
+            warnings.warn(line, DataWarning, stacklevel=2)
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
             cfg.to_yaml(out / "config.yaml")
@@ -155,6 +168,8 @@ def train_run(
                 "host": socket.gethostname(),
                 "command": sys.argv,
                 "sizes": {"train": len(train), "val": len(val), "test": len(test)},
+                # NaN cells inside observed rows, imputed with training means (also warned)
+                "imputed_cells": imputed,
             },
         )
     try:
@@ -297,14 +312,21 @@ def aggregate_run(
 def write_predictions(
     path: Path, data: MultimodalData, proba: np.ndarray, classes: Sequence[str]
 ) -> pd.DataFrame:
-    """CSV: id, predicted class, observed combination, then ``p_<class>`` per class."""
+    """CSV: id, predicted class, observed combination, the true label (when ``data`` has
+    labels), then ``p_<class>`` per class.
+
+    ``label`` is the name of ``data``'s own label (``data.class_names[y]``): a reader codes
+    labels by the classes present in its file, so those codes index ``classes`` (the run's)
+    only by chance; a file that holds class "b" alone codes it as 0.
+    """
     from moe_retriever.training.metrics import combination_names
 
     frame = pd.DataFrame({"id": data.ids})
     frame["predicted"] = [classes[i] for i in proba.argmax(axis=1)] if len(proba) else []
     frame["observed"] = combination_names(data.observed, data.modalities)
     if data.y is not None:
-        frame["label"] = [classes[i] for i in data.y]
+        names = np.asarray([str(c) for c in data.class_names], dtype=object)
+        frame["label"] = names[np.asarray(data.y, dtype=np.int64)] if len(data.y) else []
     for j, c in enumerate(classes):
         frame[f"p_{c}"] = proba[:, j]
     if is_main_process():
@@ -373,14 +395,16 @@ def evaluate_run(
     run_dir = Path(run_dir)
     info, cfg = read_run(run_dir)
     models = run_models(run_dir)
-    classes = next(iter(models.values())).classes_
+    first = next(iter(models.values()))
+    classes, modalities = first.classes_, first.modalities_
     n_train_overlap = 0
     if source is None:
-        data = load_run_data(info["data"])
+        data = load_run_data(info["data"], modalities=modalities)
         _, _, data = apply_split(data, Split.load(run_dir / "split.json"))
         name = "test"
     else:
-        data = align_labels(load_run_data(source), classes, what=f"data {source!r}")
+        data = load_run_data(source, modalities=modalities)
+        data = align_labels(data, classes, what=f"data {source!r}")
         name = data.name
         split_path = run_dir / "split.json"
         if split_path.is_file():
