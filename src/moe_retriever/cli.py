@@ -246,6 +246,120 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- tune
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search a method's hyper-parameters on the validation split (Optuna TPE)",
+        description="Split DATA as `train` does (data.split_seed, data.split_file, a layout's "
+        "splits), search METHOD's hyper-parameters with a seeded TPE sampler and median "
+        "pruning, each trial fitted on the training split and scored on the validation split "
+        "(the test split is never used), and write the best config as YAML for `train "
+        "--config` / `benchmark --config`, with the trials table beside it (<out>.trials.csv).",
+    )
+    p.add_argument(
+        "data",
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder",
+    )
+    p.add_argument("--method", default=None, help="method to tune (default: the config's)")
+    p.add_argument("--trials", type=int, default=None, help="number of trials")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="time budget in minutes (with or instead of "
+        "--trials; the search stops at whichever comes first)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="validation objective: loss, accuracy, balanced_accuracy, macro_f1, auroc "
+        "(default: the config's train.monitor; loss is minimised, the others maximised)",
+    )
+    p.add_argument("--config", default=None, help="base YAML config (default: built-in defaults)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the base config, e.g. --set train.epochs=10 runtime.threads=1",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the TPE sampler and of every trial's model (default: the config's "
+        "first seed)",
+    )
+    p.add_argument(
+        "--no-pruning", action="store_true", help="fit every trial to the end (no median pruner)"
+    )
+    p.add_argument("--out", default="tuned.yaml", help="the tuned config (default: tuned.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    _add_layout(p)
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from moe_retriever.data.splits import apply_split
+    from moe_retriever.training.config import TrainConfig, apply_overrides
+    from moe_retriever.training.runs import load_run_data, make_run_split
+    from moe_retriever.training.tuning import normalize_metric, tune
+
+    if args.trials is None and args.minutes is None:
+        raise UserError("give a tuning budget: --trials N and/or --minutes T")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError(f"--minutes must be > 0, got {args.minutes}")
+    cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.method:
+        cfg.method = args.method
+    cfg.validate()
+    _check_method(cfg.method)
+    cfg.parts()
+    _check_accelerator(cfg.runtime.accelerator)
+    normalize_metric(args.metric, cfg)  # an unknown metric fails before any data is read
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {args.out!r} is a folder; give a file name (.yaml)")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"--out {args.out!r}: folder {str(out.resolve().parent)!r} does not exist")
+    data = load_run_data(args.data, layout=args.layout)
+    _layout_paths(cfg, data)
+    train, val, _test = apply_split(data, make_run_split(data, cfg))
+    del _test  # the test split stays out of the search
+    result = tune(
+        train,
+        val,
+        cfg.method,
+        cfg,
+        n_trials=args.trials,
+        timeout_minutes=args.minutes,
+        seed=args.seed,
+        metric=args.metric,
+        pruning=not args.no_pruning,
+        log=None if args.quiet else print,
+    )
+    result.to_yaml(out)
+    table = out.with_name(out.stem + ".trials.csv")
+    result.trials.to_csv(table, index=False)
+    s = result.summary()
+    print(
+        f"\n{cfg.method}: best {s['metric']} {s['value']:.4f} on validation after "
+        f"{s['n_trials']} trials ({s['n_complete']} complete, {s['n_pruned']} pruned, "
+        f"{s['n_failed']} failed)"
+    )
+    for key, value in s["params"].items():
+        print(f"  {key} = {value!r}")
+    print(f"tuned config: {out}\ntrials: {table}")
+    print(f"next: moe-retriever train {args.data} --config {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -735,6 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
     _add_train(sub)
+    _add_tune(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_demo(sub)
