@@ -672,6 +672,21 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="keep the finished cells stored under OUT/cells by an earlier, interrupted run of "
         "the same grid and fit only the others",
     )
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also tune every deep method with N trials (Optuna TPE, median pruning) on each "
+        "unit's training and validation parts; results list each deep method M twice, M "
+        "(config as given) and M+tuned, with their paired differences (default: no tuning)",
+    )
+    p.add_argument(
+        "--tune-metric",
+        default=None,
+        help="--tune objective on validation: loss, accuracy, balanced_accuracy, macro_f1, "
+        "auroc (default: the config's train.monitor)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
     p.set_defaults(func=_cmd_benchmark)
@@ -709,6 +724,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.ray_address and args.backend != "ray":
         raise UserError("--ray-address applies to --backend ray only")
+    if args.tune is not None and args.tune < 1:
+        raise UserError(f"--tune needs N >= 1 trials, got {args.tune}")
+    if args.tune_metric is not None and args.tune is None:
+        raise UserError("--tune-metric applies to --tune only")
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -716,8 +735,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             raise UserError(
                 "--backend ray needs Ray: pip install 'moe-retriever[ray]' (or pip install ray)"
             ) from None
+    from moe_retriever.benchmark.harness import TUNED_SUFFIX
+    from moe_retriever.presets import list_presets
+
+    tuned = [m + TUNED_SUFFIX for m in methods if m in list_presets()] if args.tune else []
     for ref in args.reference or []:
-        if ref != "best-anchor" and ref not in methods:
+        if ref != "best-anchor" and ref not in methods + tuned:
             raise UserError(
                 f"--reference {ref!r} is not among the benchmarked methods "
                 f"({', '.join(methods)}) and is not best-anchor"
@@ -726,7 +749,11 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cfg.runtime.progress_bar = False
     cfg = apply_overrides(cfg, args.overrides)
     cfg.validate()
-    from moe_retriever.presets import list_presets, unused_options
+    if args.tune:
+        from moe_retriever.training.tuning import normalize_metric
+
+        normalize_metric(args.tune_metric, cfg)  # an unknown metric fails before any fit
+    from moe_retriever.presets import unused_options
 
     deep = [m for m in methods if m in list_presets()]
     unused = unused_options(deep, cfg.completion, cfg.head) if deep else []
@@ -757,6 +784,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         parts += ["--cv", str(args.cv)]
     if args.vary != "split":
         parts += ["--vary", args.vary, "--split-seed", str(args.split_seed)]
+    if args.tune:
+        parts += ["--tune", str(args.tune)]
+    if args.tune_metric:
+        parts += ["--tune-metric", args.tune_metric]
     parts += ["--out", str(out)]
     command = " ".join(shlex.quote(x) for x in parts)  # how to run, not what: no --jobs etc.
     grid = GridOptions(
@@ -782,6 +813,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         references=args.reference,
         interval=args.interval,
         grid=grid,
+        tune=args.tune,
+        tune_metric=args.tune_metric,
     )
     print()
     md = Path(result.paths["md"]).read_text()
