@@ -294,6 +294,14 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         "first seed)",
     )
     p.add_argument(
+        "--fix",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="searched keys to hold at the base config's value, e.g. --fix model.dim "
+        "model.n_tokens (default: search them all)",
+    )
+    p.add_argument(
         "--no-pruning", action="store_true", help="fit every trial to the end (no median pruner)"
     )
     p.add_argument("--out", default="tuned.yaml", help="the tuned config (default: tuned.yaml)")
@@ -306,7 +314,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from moe_retriever.data.splits import apply_split
     from moe_retriever.training.config import TrainConfig, apply_overrides
     from moe_retriever.training.runs import load_run_data, make_run_split
-    from moe_retriever.training.tuning import normalize_metric, tune
+    from moe_retriever.training.tuning import method_space, normalize_metric, tune
 
     if args.trials is None and args.minutes is None:
         raise UserError("give a tuning budget: --trials N and/or --minutes T")
@@ -323,6 +331,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     cfg.parts()
     _check_accelerator(cfg.runtime.accelerator)
     normalize_metric(args.metric, cfg)  # an unknown metric fails before any data is read
+    method_space(cfg.method, cfg, args.fix)  # so does an unknown --fix key
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {args.out!r} is a folder; give a file name (.yaml)")
@@ -341,6 +350,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         timeout_minutes=args.minutes,
         seed=args.seed,
         metric=args.metric,
+        fixed=args.fix,
         pruning=not args.no_pruning,
         log=None if args.quiet else print,
     )
@@ -687,6 +697,13 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="--tune objective on validation: loss, accuracy, balanced_accuracy, macro_f1, "
         "auroc (default: the config's train.monitor)",
     )
+    p.add_argument(
+        "--tune-fix",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="--tune: searched keys to hold at the config's value, e.g. model.dim",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
     p.set_defaults(func=_cmd_benchmark)
@@ -726,8 +743,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise UserError("--ray-address applies to --backend ray only")
     if args.tune is not None and args.tune < 1:
         raise UserError(f"--tune needs N >= 1 trials, got {args.tune}")
-    if args.tune_metric is not None and args.tune is None:
-        raise UserError("--tune-metric applies to --tune only")
+    if (args.tune_metric is not None or args.tune_fix) and args.tune is None:
+        raise UserError("--tune-metric and --tune-fix apply to --tune only")
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -750,9 +767,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, args.overrides)
     cfg.validate()
     if args.tune:
-        from moe_retriever.training.tuning import normalize_metric
+        from moe_retriever.training.tuning import method_space, normalize_metric
 
         normalize_metric(args.tune_metric, cfg)  # an unknown metric fails before any fit
+        method_space("zero", cfg, args.tune_fix)  # and an unknown --tune-fix key
     from moe_retriever.presets import unused_options
 
     deep = [m for m in methods if m in list_presets()]
@@ -788,6 +806,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         parts += ["--tune", str(args.tune)]
     if args.tune_metric:
         parts += ["--tune-metric", args.tune_metric]
+    if args.tune_fix:
+        parts += ["--tune-fix", *args.tune_fix]
     parts += ["--out", str(out)]
     command = " ".join(shlex.quote(x) for x in parts)  # how to run, not what: no --jobs etc.
     grid = GridOptions(
@@ -815,6 +835,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         grid=grid,
         tune=args.tune,
         tune_metric=args.tune_metric,
+        tune_fixed=args.tune_fix,
     )
     print()
     md = Path(result.paths["md"]).read_text()

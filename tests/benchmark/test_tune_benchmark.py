@@ -48,7 +48,8 @@ def test_benchmark_tune_gives_tuned_and_untuned_rows(
     out = tmp_path / "bench"
     args = ["benchmark", str(folder), "--methods", "zero", "lr-late-fusion"]
     args += ["--missing-rates", "0", "--seeds", "0", "1", "--out", str(out), "--quiet"]
-    args += ["--tune", "2", "--tune-metric", "macro_f1", "--set", *TINY_SET]
+    args += ["--tune", "2", "--tune-metric", "macro_f1", "--tune-fix", "train.class_weights"]
+    args += ["--set", *TINY_SET]
     assert main(args) == 0
     df = pd.read_csv(out / "results.csv")
     assert list(dict.fromkeys(df["method"])) == ["zero", "zero+tuned", "lr-late-fusion"]
@@ -57,15 +58,13 @@ def test_benchmark_tune_gives_tuned_and_untuned_rows(
     payload = json.loads((out / "results.json").read_text())
     assert payload["tune"]["trials"] == 2 and payload["tune"]["metric"] == "val_macro_f1"
     assert payload["tune"]["methods"] == {"zero+tuned": "zero"}  # the anchor is not tuned
+    assert payload["tune"]["fixed"] == ["train.class_weights"]
     assert payload["kinds"]["zero+tuned"] == "completion"
     assert "--tune 2 --tune-metric macro_f1" in payload["command"]
     assert not payload["failures"]
     for unit in ("rate=0/seed=0", "rate=0/seed=1"):
         tuned = payload["selections"]["zero+tuned"][unit]["tuned"]
-        assert tuned["n_trials"] == 2 and set(tuned["params"]) == {
-            "optim.lr",
-            "train.class_weights",
-        }
+        assert tuned["n_trials"] == 2 and set(tuned["params"]) == {"optim.lr"}  # one held
     pairs = [c for c in payload["tuned_comparisons"] if c["metric"] == "macro_f1"]
     assert [(c["method"], c["reference"], c["n"]) for c in pairs] == [("zero+tuned", "zero", 2)]
     md = (out / "results.md").read_text()
@@ -110,6 +109,7 @@ def test_benchmark_tune_errors_are_one_line(tmp_path: Path, capsys: Any) -> None
     for extra, needle in (
         (["--tune", "0"], "--tune needs N >= 1"),
         (["--tune-metric", "macro_f1"], "--tune only"),
+        (["--tune", "2", "--tune-fix", "model.fusion_layers"], "not in the search space"),
         (["--tune", "2", "--tune-metric", "f2"], "unknown"),
     ):
         assert main(base + extra) == 2, extra

@@ -72,6 +72,11 @@ def test_each_method_gets_only_its_parts_options() -> None:
     # dims that are no multiple of n_heads are left out (64 and 128 of 3 heads: the key goes)
     odd = TrainConfig.from_dict({"model": {"n_heads": 3, "dim": 129}})
     assert "model.dim" not in tuning.describe_space("zero", odd)
+    # keys held fixed are not searched; a key outside the space is refused
+    held = tuning.describe_space("moe-retriever", base, ["model.dim", "completion.k"])
+    assert set(held) == common - {"model.dim"}
+    with pytest.raises(ValueError, match="not in the search space"):
+        tuning.describe_space("zero", base, ["model.fusion_layers"])
 
 
 def test_metric_names_and_directions() -> None:
@@ -222,6 +227,7 @@ def test_tune_command_errors_are_one_line(tmp_path: Path, capsys: Any) -> None:
         (["--minutes", "-1"], "--minutes must be > 0"),
         (["--trials", "2", "--metric", "f2"], "unknown"),
         (["--trials", "2", "--method", "nope"], "unknown method"),
+        (["--trials", "2", "--fix", "model.fusion_layers"], "not in the search space"),
     ):
         assert main(base + extra) == 2, extra
         err = capsys.readouterr().err

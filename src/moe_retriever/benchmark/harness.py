@@ -207,7 +207,7 @@ def _deep_runner(method: str) -> Runner:
 TUNED_SUFFIX = "+tuned"
 
 
-def _tuned_runner(method: str, trials: int, metric: str) -> Runner:
+def _tuned_runner(method: str, trials: int, metric: str, fixed: Sequence[str] = ()) -> Runner:
     """``method`` tuned on the unit's training and validation parts only
     (:func:`moe_retriever.training.tuning.tune`, ``trials`` trials, TPE and model seeded with
     the unit's seed); the best trial's model (fitted on train, epoch chosen on validation)
@@ -224,6 +224,7 @@ def _tuned_runner(method: str, trials: int, metric: str) -> Runner:
             n_trials=trials,
             seed=inputs.seed,
             metric=metric,
+            fixed=fixed,
         )
         return _deep_result(result.estimator, inputs, {"tuned": result.summary()})
 
@@ -435,6 +436,7 @@ def run_benchmark(
     grid: GridOptions | None = None,
     tune: int | None = None,
     tune_metric: str | None = None,
+    tune_fixed: Sequence[str] = (),
 ) -> BenchmarkResult:
     """Run ``methods`` x ``missing_rates`` x ``seeds`` on ``data``; write outputs to ``out``.
 
@@ -467,7 +469,7 @@ def run_benchmark(
     ``M`` (the config as given) and ``M+tuned`` (the best trial's model), paired over the same
     units; results.md gets a "tuned vs untuned" table of the paired differences.
     ``tune_metric``: the tuning objective on validation (default the config's
-    ``train.monitor``).
+    ``train.monitor``); ``tune_fixed``: searched keys held at the config's value.
     """
     opts = _Options(
         vary,
@@ -477,6 +479,7 @@ def run_benchmark(
         interval,
         int(tune) if tune is not None else None,
         tune_metric,
+        list(tune_fixed),
     )
     opts.check()
     if grid is not None:
@@ -505,6 +508,7 @@ class _Options:
     interval: str = "t"
     tune: int | None = None
     tune_metric: str | None = None
+    tune_fixed: list[str] = field(default_factory=list)
 
     def check(self) -> None:
         if self.tune is not None and self.tune < 1:
@@ -572,12 +576,16 @@ def _run_benchmark(
         from moe_retriever.training.tuning import describe_space, normalize_metric
 
         metric = normalize_metric(opts.tune_metric, cfg)
-        names, tuned = _with_tuned(names, opts.tune, metric)
+        names, tuned = _with_tuned(names, opts.tune, metric, opts.tune_fixed)
         tune_info = {
             "trials": opts.tune,
             "metric": metric,
             "methods": tuned,
-            "spaces": {t: describe_space(m, _method_config(m, cfg)) for t, m in tuned.items()},
+            "fixed": list(opts.tune_fixed),
+            "spaces": {
+                t: describe_space(m, _method_config(m, cfg), opts.tune_fixed)
+                for t, m in tuned.items()
+            },
         }
         specs = {
             t: {"tune_trials": opts.tune, "tune_metric": metric, "tune_space": space}
@@ -673,7 +681,9 @@ def _run_benchmark(
     return BenchmarkResult(rows, meta, paths)
 
 
-def _with_tuned(names: list[str], trials: int, metric: str) -> tuple[list[str], dict[str, str]]:
+def _with_tuned(
+    names: list[str], trials: int, metric: str, fixed: Sequence[str] = ()
+) -> tuple[list[str], dict[str, str]]:
     """``names`` with ``M+tuned`` after every deep method ``M`` (a preset), its runner
     registered; and the map ``M+tuned -> M``."""
     from moe_retriever.presets import list_presets
@@ -685,7 +695,7 @@ def _with_tuned(names: list[str], trials: int, metric: str) -> tuple[list[str], 
         out.append(name)
         if _METHODS[name].kind == "completion" and name in presets:
             tname = name + TUNED_SUFFIX
-            register_method(tname, "completion", _tuned_runner(name, trials, metric))
+            register_method(tname, "completion", _tuned_runner(name, trials, metric, list(fixed)))
             _TUNED.add(tname)
             tuned[tname] = name
             out.append(tname)

@@ -121,9 +121,10 @@ PART_SPACES: dict[tuple[str, str], tuple[Param, ...]] = {
 }
 
 
-def method_space(method: str, base: TrainConfig) -> list[Param]:
+def method_space(method: str, base: TrainConfig, fixed: Sequence[str] = ()) -> list[Param]:
     """The parameters searched for ``method`` on top of ``base``: the common space (``model.dim``
-    restricted to multiples of ``model.n_heads``) and its parts' options that the parts take."""
+    restricted to multiples of ``model.n_heads``) and its parts' options that the parts take;
+    keys in ``fixed`` keep the base config's value (an unknown key raises ``ValueError``)."""
     from moe_retriever.completion.base import COMPLETIONS
     from moe_retriever.heads.base import HEADS
     from moe_retriever.presets import resolve_parts
@@ -145,12 +146,21 @@ def method_space(method: str, base: TrainConfig) -> list[Param]:
         # its parts accept; here for the resolved part (a config may name another one)
         taken = set(registry.option_names(part))
         out += [p for p in PART_SPACES.get((section, part), ()) if p.key.split(".", 1)[1] in taken]
-    return out
+    searched = {p.key for p in SEARCH_SPACE} | {p.key for ps in PART_SPACES.values() for p in ps}
+    unknown = sorted(set(fixed) - searched)
+    if unknown:
+        raise ValueError(
+            f"cannot fix {', '.join(unknown)}: not in the search space; searched keys: "
+            f"{', '.join(sorted(searched))}"
+        )
+    return [p for p in out if p.key not in set(fixed)]
 
 
-def describe_space(method: str, base: TrainConfig | None = None) -> dict[str, str]:
+def describe_space(
+    method: str, base: TrainConfig | None = None, fixed: Sequence[str] = ()
+) -> dict[str, str]:
     """``{key: "{choices}" | "log-uniform [low, high]"}`` searched for ``method``."""
-    return {p.key: p.describe() for p in method_space(method, base or TrainConfig())}
+    return {p.key: p.describe() for p in method_space(method, base or TrainConfig(), fixed)}
 
 
 # ---------------------------------------------------------------------------- the metric
@@ -265,6 +275,7 @@ def tune(
     seed: int | None = None,
     metric: str | None = None,
     space: Sequence[Param] | None = None,
+    fixed: Sequence[str] = (),
     pruning: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> TuneResult:
@@ -273,7 +284,9 @@ def tune(
     ``n_trials`` and/or ``timeout_minutes`` bound the search (at least one); ``seed`` seeds the
     TPE sampler and every trial's model (default: the base config's first seed); ``metric``:
     the validation objective (default ``train.monitor``); ``space``: the searched parameters
-    (default :func:`method_space`); ``pruning``: stop unpromising trials after an epoch.
+    (default :func:`method_space`); ``fixed``: searched keys held at the base config's value
+    (``["model.dim", "model.n_tokens"]`` keeps the model size); ``pruning``: stop unpromising
+    trials after an epoch.
     """
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
@@ -298,7 +311,10 @@ def tune(
     monitor = normalize_metric(metric, base)
     direction = direction_of(monitor)
     seed = int(base.seeds[0] if seed is None else seed)
-    params_space = list(space) if space is not None else method_space(method, base)
+    if space is not None:
+        params_space = [p for p in space if p.key not in set(fixed)]
+    else:
+        params_space = method_space(method, base, fixed)
     trial_base = base.copy()
     trial_base.runtime.progress_bar = False
     say = log or (lambda s: None)
