@@ -233,3 +233,9 @@ def test_tune_command_errors_are_one_line(tmp_path: Path, capsys: Any) -> None:
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, (extra, err)
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_the_pruning_callback_must_be_a_lightning_callback() -> None:
+    tuning._check_callback(PyTorchLightningPruningCallback)  # this install's: accepted
+    with pytest.raises(ImportError, match="optuna-integration"):
+        tuning._check_callback(object)  # what an old pytorch_lightning-only release would be

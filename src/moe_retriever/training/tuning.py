@@ -36,7 +36,8 @@ every epoch past the warm-up (whose retriever is off, so its scores are not comp
 trial whose validation ``metric`` is worse than the median of earlier trials at that epoch is
 stopped. The per-epoch values reach the pruner through optuna-integration's
 ``PyTorchLightningPruningCallback``, which imports the ``lightning`` package this project uses
-(optuna-integration >= 3.6; checked with 5.0), passed to the estimator's ``fit(callbacks=...)``.
+(checked with optuna-integration 5.0; an install whose callback is not a ``lightning`` callback
+is refused with the upgrade command), passed to the estimator's ``fit(callbacks=...)``.
 
 Reproducibility: with ``n_trials`` (no ``timeout_minutes``) and a deterministic runtime the
 same call gives the same trials (same parameters, values and pruning). A time budget stops
@@ -293,6 +294,7 @@ def tune(
 
     from moe_retriever.training.estimator import MoERetrieverClassifier
 
+    _check_callback(PyTorchLightningPruningCallback)
     if n_trials is None and timeout_minutes is None:
         raise ValueError("give a tuning budget: n_trials and/or timeout_minutes")
     if n_trials is not None and n_trials < 1:
@@ -378,6 +380,18 @@ def tune(
         space={p.key: p.describe() for p in params_space},
         estimator=best["estimator"],
     )
+
+
+def _check_callback(cls: type) -> None:
+    """The pruning callback must be a callback of the ``lightning`` package the trainer is
+    (old optuna-integration releases subclassed ``pytorch_lightning.Callback``)."""
+    import lightning as L
+
+    if not issubclass(cls, L.Callback):
+        raise ImportError(
+            "optuna-integration's PyTorchLightningPruningCallback is not a lightning.pytorch "
+            "callback in this install: pip install -U 'optuna-integration>=4.0'"
+        )
 
 
 def _last_step(trial: Any) -> int | None:
