@@ -277,6 +277,130 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- tune
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search a method's hyper-parameters on the validation split (Optuna TPE)",
+        description="Split DATA as `train` does (data.split_seed, data.split_file, a layout's "
+        "splits), search METHOD's hyper-parameters with a seeded TPE sampler and median "
+        "pruning, each trial fitted on the training split and scored on the validation split "
+        "(the test split is never used), and write the best config as YAML for `train "
+        "--config` / `benchmark --config`, with the trials table beside it (<out>.trials.csv).",
+    )
+    p.add_argument(
+        "data",
+        help="built-in dataset (miniacc, mfeat, synthetic, synthetic-retrieval) or data folder",
+    )
+    p.add_argument("--method", default=None, help="method to tune (default: the config's)")
+    p.add_argument("--trials", type=int, default=None, help="number of trials")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="time budget in minutes (with or instead of "
+        "--trials; the search stops at whichever comes first)",
+    )
+    p.add_argument(
+        "--metric",
+        default=None,
+        help="validation objective: loss, accuracy, balanced_accuracy, macro_f1, auroc "
+        "(default: the config's train.monitor; loss is minimised, the others maximised)",
+    )
+    p.add_argument("--config", default=None, help="base YAML config (default: built-in defaults)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the base config, e.g. --set train.epochs=10 runtime.threads=1",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the TPE sampler and of every trial's model (default: the config's "
+        "first seed)",
+    )
+    p.add_argument(
+        "--fix",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="searched keys to hold at the base config's value, e.g. --fix model.dim "
+        "model.n_tokens (default: search them all)",
+    )
+    p.add_argument(
+        "--no-pruning", action="store_true", help="fit every trial to the end (no median pruner)"
+    )
+    p.add_argument("--out", default="tuned.yaml", help="the tuned config (default: tuned.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    _add_layout(p)
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from moe_retriever.data.splits import apply_split
+    from moe_retriever.training.config import TrainConfig, apply_overrides
+    from moe_retriever.training.runs import load_run_data, make_run_split
+    from moe_retriever.training.tuning import method_space, normalize_metric, tune
+
+    if args.trials is None and args.minutes is None:
+        raise UserError("give a tuning budget: --trials N and/or --minutes T")
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be >= 1, got {args.trials}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise UserError(f"--minutes must be > 0, got {args.minutes}")
+    cfg = TrainConfig.from_yaml(_config_path(args.config)) if args.config else TrainConfig()
+    cfg = apply_overrides(cfg, args.overrides)
+    if args.method:
+        cfg.method = args.method
+    cfg.validate()
+    _check_method(cfg.method)
+    cfg.parts()
+    _check_accelerator(cfg.runtime.accelerator)
+    normalize_metric(args.metric, cfg)  # an unknown metric fails before any data is read
+    method_space(cfg.method, cfg, args.fix)  # so does an unknown --fix key
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {args.out!r} is a folder; give a file name (.yaml)")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"--out {args.out!r}: folder {str(out.resolve().parent)!r} does not exist")
+    data = load_run_data(args.data, layout=args.layout)
+    _layout_paths(cfg, data)
+    train, val, _test = apply_split(data, make_run_split(data, cfg))
+    del _test  # the test split stays out of the search
+    result = tune(
+        train,
+        val,
+        cfg.method,
+        cfg,
+        n_trials=args.trials,
+        timeout_minutes=args.minutes,
+        seed=args.seed,
+        metric=args.metric,
+        fixed=args.fix,
+        pruning=not args.no_pruning,
+        log=None if args.quiet else print,
+    )
+    result.to_yaml(out)
+    table = out.with_name(out.stem + ".trials.csv")
+    result.trials.to_csv(table, index=False)
+    s = result.summary()
+    print(
+        f"\n{cfg.method}: best {s['metric']} {s['value']:.4f} on validation after "
+        f"{s['n_trials']} trials ({s['n_complete']} complete, {s['n_pruned']} pruned, "
+        f"{s['n_failed']} failed)"
+    )
+    for key, value in s["params"].items():
+        print(f"  {key} = {value!r}")
+    print(f"tuned config: {out}\ntrials: {table}")
+    print(f"next: moe-retriever train {args.data} --config {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -592,6 +716,28 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="keep the finished cells stored under OUT/cells by an earlier, interrupted run of "
         "the same grid and fit only the others",
     )
+    p.add_argument(
+        "--tune",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also tune every deep method with N trials (Optuna TPE, median pruning) on each "
+        "unit's training and validation parts; results list each deep method M twice, M "
+        "(config as given) and M+tuned, with their paired differences (default: no tuning)",
+    )
+    p.add_argument(
+        "--tune-metric",
+        default=None,
+        help="--tune objective on validation: loss, accuracy, balanced_accuracy, macro_f1, "
+        "auroc (default: the config's train.monitor)",
+    )
+    p.add_argument(
+        "--tune-fix",
+        nargs="+",
+        default=[],
+        metavar="KEY",
+        help="--tune: searched keys to hold at the config's value, e.g. model.dim",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     _add_layout(p)
     _add_modalities(p, config=True)
@@ -631,6 +777,10 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
     if args.ray_address and args.backend != "ray":
         raise UserError("--ray-address applies to --backend ray only")
+    if args.tune is not None and args.tune < 1:
+        raise UserError(f"--tune needs N >= 1 trials, got {args.tune}")
+    if (args.tune_metric is not None or args.tune_fix) and args.tune is None:
+        raise UserError("--tune-metric and --tune-fix apply to --tune only")
     if args.backend == "ray":
         try:
             import ray  # noqa: F401
@@ -638,8 +788,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
             raise UserError(
                 "--backend ray needs Ray: pip install 'moe-retriever[ray]' (or pip install ray)"
             ) from None
+    from moe_retriever.benchmark.harness import TUNED_SUFFIX
+    from moe_retriever.presets import list_presets
+
+    tuned = [m + TUNED_SUFFIX for m in methods if m in list_presets()] if args.tune else []
     for ref in args.reference or []:
-        if ref != "best-anchor" and ref not in methods:
+        if ref != "best-anchor" and ref not in methods + tuned:
             raise UserError(
                 f"--reference {ref!r} is not among the benchmarked methods "
                 f"({', '.join(methods)}) and is not best-anchor"
@@ -650,7 +804,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     if args.modalities:
         cfg.data.modalities = list(args.modalities)
     cfg.validate()
-    from moe_retriever.presets import list_presets, unused_options
+    if args.tune:
+        from moe_retriever.training.tuning import method_space, normalize_metric
+
+        normalize_metric(args.tune_metric, cfg)  # an unknown metric fails before any fit
+        method_space("zero", cfg, args.tune_fix)  # and an unknown --tune-fix key
+    from moe_retriever.presets import unused_options
 
     deep = [m for m in methods if m in list_presets()]
     unused = unused_options(deep, cfg.completion, cfg.head) if deep else []
@@ -689,6 +848,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         parts += ["--cv", str(args.cv)]
     if args.vary != "split":
         parts += ["--vary", args.vary, "--split-seed", str(args.split_seed)]
+    if args.tune:
+        parts += ["--tune", str(args.tune)]
+    if args.tune_metric:
+        parts += ["--tune-metric", args.tune_metric]
+    if args.tune_fix:
+        parts += ["--tune-fix", *args.tune_fix]
     parts += ["--out", str(out)]
     command = " ".join(shlex.quote(x) for x in parts)  # how to run, not what: no --jobs etc.
     grid = GridOptions(
@@ -714,6 +879,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         references=args.reference,
         interval=args.interval,
         grid=grid,
+        tune=args.tune,
+        tune_metric=args.tune_metric,
+        tune_fixed=args.tune_fix,
     )
     print()
     md = Path(result.paths["md"]).read_text()
@@ -781,6 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_data(sub)
     _add_train(sub)
+    _add_tune(sub)
     _add_evaluate(sub)
     _add_predict(sub)
     _add_demo(sub)

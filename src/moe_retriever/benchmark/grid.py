@@ -60,6 +60,9 @@ class Cell:
     dataset: str
     inputs: Any
     fingerprint: str = ""
+    #: settings of this cell's method beyond the config (e.g. a tuning budget); part of the
+    #: fingerprint when given
+    spec: dict[str, Any] = field(default_factory=dict)
 
     @property
     def file_name(self) -> str:
@@ -119,9 +122,10 @@ def _config_dict(cfg: Any) -> Any:
 
 
 def fingerprint(cell: Cell) -> str:
-    """A digest of everything a cell's result depends on: method, unit, seeds, config and the
-    arrays of its train / validation / test parts (so a stored cell from another grid, data
-    set or configuration is never taken for this one)."""
+    """A digest of everything a cell's result depends on: method, unit, seeds, config, the
+    method's ``spec`` (a tuning budget...) and the arrays of its train / validation / test
+    parts (so a stored cell from another grid, data set or configuration is never taken for
+    this one)."""
     inp = cell.inputs
     h = hashlib.sha1()
     head = {
@@ -134,6 +138,8 @@ def fingerprint(cell: Cell) -> str:
         "fold": inp.fold,
         "config": _config_dict(inp.config),
     }
+    if cell.spec:  # only when given: the fingerprints of plain cells stay what they were
+        head["spec"] = cell.spec
     h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for part in (inp.train, inp.val, inp.test, inp.test_full):
         h.update(np.asarray(part.ids, dtype=str).tobytes())

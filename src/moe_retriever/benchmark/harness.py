@@ -74,6 +74,7 @@ from moe_retriever.benchmark.report import (
     comparisons_markdown,
     per_class_markdown,
     summarize,
+    tuned_markdown,
     write_results,
 )
 from moe_retriever.benchmark.stats import BEST_ANCHOR, COMPARISON_METRICS, compare_to_references
@@ -84,6 +85,7 @@ from moe_retriever.data.splits import Split, apply_split, cv_split, make_split, 
 from moe_retriever.data.validation import drop_empty, missing_cells
 
 __all__ = [
+    "TUNED_SUFFIX",
     "BenchmarkResult",
     "MethodResult",
     "RunInputs",
@@ -134,6 +136,8 @@ class _MethodSpec:
 _METHODS: dict[str, _MethodSpec] = {}
 #: deep methods registered from the presets (kept in sync with them)
 _AUTO: set[str] = set()
+#: ``M+tuned`` variants registered by a ``tune`` run (never listed: a run adds its own)
+_TUNED: set[str] = set()
 
 
 def register_method(name: str, kind: str, runner: Runner) -> None:
@@ -173,23 +177,63 @@ def _fidelity_of(model: Any, inputs: RunInputs) -> dict[str, float] | None:
     return out
 
 
+def _deep_result(est: Any, inputs: RunInputs, info: dict[str, Any]) -> MethodResult:
+    """A fitted deep model's test probabilities, fidelity and its parts' summaries."""
+    proba = np.asarray(est.predict_proba(inputs.test))
+    # the parts' own summaries (router usage, interaction weights...), asked for without
+    # knowing the method, on the masked test set after its final evaluation
+    summary = est.interpretation(inputs.test)
+    info = {"best_epoch": getattr(est, "best_epoch_", None), **info}
+    if summary["head"] is not None:
+        info["head"] = summary["head"]
+    return MethodResult(proba, _fidelity_of(est, inputs), summary["completion"], info)
+
+
+def _method_config(method: str, config: Any) -> Any:
+    """The benchmark's one config for ``method``: the options its parts take."""
+    from moe_retriever.presets import applicable_options
+
+    cfg = config.copy()  # one config for all methods: each takes its parts' options
+    cfg.completion, cfg.head = applicable_options(method, cfg.completion, cfg.head)
+    return cfg
+
+
 def _deep_runner(method: str) -> Runner:
     def run(inputs: RunInputs) -> MethodResult:
-        from moe_retriever.presets import applicable_options
         from moe_retriever.training.estimator import MoERetrieverClassifier
 
-        cfg = inputs.config.copy()  # one config for all methods: each takes its parts' options
-        cfg.completion, cfg.head = applicable_options(method, cfg.completion, cfg.head)
+        cfg = _method_config(method, inputs.config)
         est = MoERetrieverClassifier(method=method, config=cfg, seed=inputs.seed)
         est.fit(inputs.train, inputs.val)
-        proba = np.asarray(est.predict_proba(inputs.test))
-        # the parts' own summaries (router usage, interaction weights...), asked for without
-        # knowing the method, on the masked test set after its final evaluation
-        summary = est.interpretation(inputs.test)
-        info = {"best_epoch": getattr(est, "best_epoch_", None)}
-        if summary["head"] is not None:
-            info["head"] = summary["head"]
-        return MethodResult(proba, _fidelity_of(est, inputs), summary["completion"], info)
+        return _deep_result(est, inputs, {})
+
+    return run
+
+
+#: ``<method>+tuned``: the method after ``tune`` trials on its unit's train / validation parts
+TUNED_SUFFIX = "+tuned"
+
+
+def _tuned_runner(method: str, trials: int, metric: str, fixed: Sequence[str] = ()) -> Runner:
+    """``method`` tuned on the unit's training and validation parts only
+    (:func:`moe_retriever.training.tuning.tune`, ``trials`` trials, TPE and model seeded with
+    the unit's seed); the best trial's model (fitted on train, epoch chosen on validation)
+    predicts the test part."""
+
+    def run(inputs: RunInputs) -> MethodResult:
+        from moe_retriever.training.tuning import tune
+
+        result = tune(
+            inputs.train,
+            inputs.val,
+            method,
+            _method_config(method, inputs.config),
+            n_trials=trials,
+            seed=inputs.seed,
+            metric=metric,
+            fixed=fixed,
+        )
+        return _deep_result(result.estimator, inputs, {"tuned": result.summary()})
 
     return run
 
@@ -230,7 +274,7 @@ def list_methods(kind: str | None = None) -> list[str]:
     _builtin_methods()
     order = {"completion": 0, "head": 1, "reference": 2, "anchor": 3}
     specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 4))
-    return [s.name for s in specs if kind is None or s.kind == kind]
+    return [s.name for s in specs if (kind is None or s.kind == kind) and s.name not in _TUNED]
 
 
 def _slow_methods() -> dict[str, str]:
@@ -425,6 +469,9 @@ def run_benchmark(
     references: Sequence[str] | None = None,
     interval: str = "t",
     grid: GridOptions | None = None,
+    tune: int | None = None,
+    tune_metric: str | None = None,
+    tune_fixed: Sequence[str] = (),
 ) -> BenchmarkResult:
     """Run ``methods`` x ``missing_rates`` x ``seeds`` on ``data``; write outputs to ``out``.
 
@@ -450,8 +497,25 @@ def run_benchmark(
     worker processes or ``backend="ray"``, ``resume`` from the cells stored under
     ``out/cells``, a ``progress`` bar); default: one after another in this process. The rows
     are the same whatever the backend (:mod:`moe_retriever.benchmark.grid`).
+
+    ``tune``: N trials of :func:`moe_retriever.training.tuning.tune` for every deep method on
+    each unit's training and validation parts (the same budget for each method; classical
+    anchors keep their own validation selection). Each deep method ``M`` then appears twice:
+    ``M`` (the config as given) and ``M+tuned`` (the best trial's model), paired over the same
+    units; results.md gets a "tuned vs untuned" table of the paired differences.
+    ``tune_metric``: the tuning objective on validation (default the config's
+    ``train.monitor``); ``tune_fixed``: searched keys held at the config's value.
     """
-    opts = _Options(vary, int(split_seed), cv, list(references) if references else None, interval)
+    opts = _Options(
+        vary,
+        int(split_seed),
+        cv,
+        list(references) if references else None,
+        interval,
+        int(tune) if tune is not None else None,
+        tune_metric,
+        list(tune_fixed),
+    )
     opts.check()
     if grid is not None:
         grid.check()
@@ -477,8 +541,13 @@ class _Options:
     cv: int | None = None
     references: list[str] | None = None
     interval: str = "t"
+    tune: int | None = None
+    tune_metric: str | None = None
+    tune_fixed: list[str] = field(default_factory=list)
 
     def check(self) -> None:
+        if self.tune is not None and self.tune < 1:
+            raise ValueError(f"tune needs at least 1 trial, got {self.tune}")
         if self.vary not in VARY_MODES:
             raise ValueError(f"vary must be one of {', '.join(VARY_MODES)}; got {self.vary!r}")
         if self.interval not in ("t", "bootstrap"):
@@ -533,8 +602,31 @@ def _run_benchmark(
 ) -> BenchmarkResult:
     if data.y is None:
         raise ValueError(f"benchmark needs labelled data; {data.name!r} has no labels")
+    cfg = config if config is not None else benchmark_config()
     names = resolve_methods(methods)
     left_out = left_out_methods(methods)
+    tuned: dict[str, str] = {}  # M+tuned -> M
+    tune_info: dict[str, Any] | None = None
+    specs: dict[str, dict[str, Any]] = {}  # what a tuned cell's result depends on besides
+    if opts.tune:  # its inputs: budget, objective and space (part of its fingerprint)
+        from moe_retriever.training.tuning import describe_space, normalize_metric
+
+        metric = normalize_metric(opts.tune_metric, cfg)
+        names, tuned = _with_tuned(names, opts.tune, metric, opts.tune_fixed)
+        tune_info = {
+            "trials": opts.tune,
+            "metric": metric,
+            "methods": tuned,
+            "fixed": list(opts.tune_fixed),
+            "spaces": {
+                t: describe_space(m, _method_config(m, cfg), opts.tune_fixed)
+                for t, m in tuned.items()
+            },
+        }
+        specs = {
+            t: {"tune_trials": opts.tune, "tune_metric": metric, "tune_space": space}
+            for t, space in tune_info["spaces"].items()
+        }
     rates = [float(r) for r in missing_rates]
     for r in rates:
         if not 0.0 <= r < 1.0:
@@ -551,7 +643,6 @@ def _run_benchmark(
                 f"reference {ref!r} is not among the benchmarked methods ({', '.join(names)}) "
                 f"and is not {BEST_ANCHOR!r}"
             )
-    cfg = config if config is not None else benchmark_config()
     say = log or (lambda s: None)
     strict = bool(getattr(getattr(cfg, "data", None), "strict", False))
     imputed = [] if strict else missing_cells(data)  # every method's Preprocessor fills them
@@ -580,6 +671,8 @@ def _run_benchmark(
         "routing": {},
         "failures": [],
     }
+    if tune_info is not None:
+        meta["tune"] = tune_info
     paths: dict[str, Path] = {}
     t_all = time.perf_counter()
     cells: list[Cell] = []
@@ -603,7 +696,9 @@ def _run_benchmark(
                     fold=unit.fold,
                 )
                 for name in names:
-                    cells.append(Cell(len(cells), name, kinds[name], key, data.name, inputs))
+                    cell = Cell(len(cells), name, kinds[name], key, data.name, inputs)
+                    cell.spec = dict(specs.get(name, {}))
+                    cells.append(cell)
     # the cells run in process, on a process pool or on Ray (grid.py); their outcomes are
     # merged in the canonical order above, whatever order they finish in
     outcomes: dict[int, CellOutcome] = {}
@@ -626,6 +721,28 @@ def _run_benchmark(
     if out is not None:
         paths = _write(out, rows, meta, names, rates, title)
     return BenchmarkResult(rows, meta, paths)
+
+
+def _with_tuned(
+    names: list[str], trials: int, metric: str, fixed: Sequence[str] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """``names`` with ``M+tuned`` after every deep method ``M`` (a preset), its runner
+    registered; and the map ``M+tuned -> M``."""
+    from moe_retriever.presets import list_presets
+
+    presets = set(list_presets())
+    out: list[str] = []
+    tuned: dict[str, str] = {}
+    for name in names:
+        out.append(name)
+        if name in presets:  # every deep method: completion and head presets alike
+            tname = name + TUNED_SUFFIX
+            kind = _METHODS[name].kind
+            register_method(tname, kind, _tuned_runner(name, trials, metric, list(fixed)))
+            _TUNED.add(tname)
+            tuned[tname] = name
+            out.append(tname)
+    return out, tuned
 
 
 def _merge(
@@ -734,6 +851,28 @@ def _test_train_ratio(meta: dict[str, Any]) -> float | None:
     return float(np.mean(ratios)) if ratios else None
 
 
+def _tuned_comparisons(
+    rows: list[dict[str, Any]], meta: dict[str, Any], interval: str, ratio: float | None
+) -> list[Any]:
+    """Each ``M+tuned`` against its ``M``, paired over the units, per rate and metric."""
+    out = []
+    for tname, base in meta["tune"]["methods"].items():
+        pair = [r for r in rows if r["method"] in (tname, base)]
+        out += [
+            c
+            for c in compare_to_references(
+                pair,
+                meta["kinds"],
+                [base],
+                metrics=COMPARISON_METRICS,
+                interval=interval,
+                test_train_ratio=ratio,
+            )
+            if c.method == tname
+        ]
+    return out
+
+
 def _write(
     out: str | Path,
     rows: list[dict[str, Any]],
@@ -778,6 +917,10 @@ def _write(
     meta["comparisons"] = [c.to_dict() for c in comparisons]
     meta["test_train_ratio"] = ratio
     paired_md = comparisons_markdown(comparisons, names, rates, unit, ratio)
+    if meta.get("tune"):
+        tuned = _tuned_comparisons(rows, meta, interval, ratio)
+        meta["tuned_comparisons"] = [c.to_dict() for c in tuned]
+        paired_md = tuned_markdown(tuned, meta["tune"], rates, unit) + "\n" + paired_md
     paths = write_results(
         out,
         rows,

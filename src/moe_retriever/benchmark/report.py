@@ -329,6 +329,49 @@ def per_class_markdown(
                     if any(x != "–" for x in cells):
                         lines.append(f"| {m} | " + " | ".join(cells) + " |")
                 lines.append("")
+
+
+def tuned_markdown(
+    comparisons: Sequence[PairedComparison],
+    tune: Mapping[str, Any],
+    rates: Sequence[float],
+    unit: str = "seed",
+) -> str:
+    """``benchmark --tune``: each ``M+tuned`` minus its untuned ``M``, per metric and rate."""
+    lines = [
+        "## Tuned vs untuned",
+        "",
+        f"- `M+tuned`: method `M` after {tune['trials']} trials of `moe-retriever tune` (TPE, "
+        f"median pruning) on each {unit}'s training and validation parts, objective "
+        f"`{tune['metric']}` on validation; `M`: the config as given. Every deep method had "
+        "the same budget; the classical anchors choose their regularisation on validation "
+        "as always",
+    ]
+    if not comparisons:
+        return "\n".join([*lines, "- no tuned and untuned pair finished yet", ""]) + "\n"
+    c0 = comparisons[0]
+    n_max = max(c.n for c in comparisons)
+    lines += [
+        f"- each cell: mean over {unit}s of (tuned − untuned) on the same split and mask, and "
+        f"its {100 * c0.level:g}% {_INTERVAL_TEXT.get(c0.interval, c0.interval)}; n = {n_max} "
+        f"paired {unit}s unless the cell says otherwise; ▲ / ▼: the interval excludes 0",
+        "",
+    ]
+    for metric in dict.fromkeys(c.metric for c in comparisons):
+        lines += [f"### {metric}: tuned − untuned", ""]
+        lines.append("| method | " + " | ".join(f"rate {r:g}" for r in rates) + " |")
+        lines.append("|" + "---|" * (1 + len(rates)))
+        for m in dict.fromkeys(c.method for c in comparisons):
+            cells = []
+            for r in rates:
+                hit = [
+                    c
+                    for c in comparisons
+                    if c.method == m and c.metric == metric and c.missing_rate == r
+                ]
+                cells.append(comparison_cell(hit[0], n_max) if hit else "–")
+            lines.append(f"| {m} (vs {tune['methods'][m]}) | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

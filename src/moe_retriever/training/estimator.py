@@ -41,7 +41,7 @@ import pickle
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -335,6 +335,7 @@ class MoERetrieverClassifier:
         *,
         run_dir: str | Path | None = None,
         ckpt_path: str | Path | None = None,
+        callbacks: Sequence[L.Callback] | None = None,
     ) -> MoERetrieverClassifier:
         """Train on ``train``, select the best epoch on ``val``.
 
@@ -343,13 +344,16 @@ class MoERetrieverClassifier:
         count is printed). ``run_dir``: keep checkpoints (``checkpoints/best.ckpt``,
         ``last.ckpt``) and ``history.csv`` there; otherwise a temporary folder is used.
         ``ckpt_path``: resume from this Lightning checkpoint (same data, config and seed).
+        ``callbacks``: extra Lightning callbacks for the trainer (e.g. the tuner's pruning
+        callback, :mod:`moe_retriever.training.tuning`); with ``train.ensemble > 1`` they
+        watch member 0 only.
         """
         _require_data(train, "fit(train)")
         if val is not None:
             _require_data(val, "fit(val)")
         cfg = self.resolved_config()
         if cfg.train.ensemble > 1:
-            return self._fit_ensemble(cfg, train, val, run_dir, ckpt_path)
+            return self._fit_ensemble(cfg, train, val, run_dir, ckpt_path, callbacks)
         _apply_threads(cfg)
         if train.y is None:
             raise DataValidationError(f"training data {train.name!r} has no labels")
@@ -421,14 +425,15 @@ class MoERetrieverClassifier:
                 root = Path(run_dir)
             try:
                 ckpt_cb = checkpoint_callback(root / "checkpoints", has_val)
-                callbacks: list[L.Callback] = [ckpt_cb, HistoryCSV(root / "history.csv")]
+                hooks: list[L.Callback] = [ckpt_cb, HistoryCSV(root / "history.csv")]
                 warmup = cfg.effective_warmup()
                 if cfg.train.patience is not None and has_val:
-                    callbacks.append(WarmupEarlyStopping(warmup, cfg.train.patience))
+                    hooks.append(WarmupEarlyStopping(warmup, cfg.train.patience))
+                hooks += list(callbacks or [])
                 fault = KillAfterEpoch.from_env()
                 if fault is not None:
-                    callbacks.append(fault)
-                trainer = self._trainer(cfg, root, callbacks, has_val, logs=run_dir is not None)
+                    hooks.append(fault)
+                trainer = self._trainer(cfg, root, hooks, has_val, logs=run_dir is not None)
                 fit_kw: dict[str, Any] = {}
                 if ckpt_path:
                     load_checkpoint(ckpt_path)  # refuse a tampered checkpoint before Lightning
@@ -475,6 +480,7 @@ class MoERetrieverClassifier:
         val: MultimodalData | None,
         run_dir: str | Path | None,
         ckpt_path: str | Path | None,
+        callbacks: Sequence[L.Callback] | None = None,
     ) -> MoERetrieverClassifier:
         """``train.ensemble`` members on the same data (see the module docstring); member 0's
         checkpoints and history go to ``run_dir``, member i's to ``run_dir/members/<i>``."""
@@ -493,7 +499,8 @@ class MoERetrieverClassifier:
             where = None
             if run_dir is not None:
                 where = Path(run_dir) if i == 0 else Path(run_dir) / "members" / str(i)
-            members.append(member.fit(train, val, run_dir=where))
+            extra = callbacks if i == 0 else None
+            members.append(member.fit(train, val, run_dir=where, callbacks=extra))
         first = members[0]
         for name, value in vars(first).items():
             if name.endswith("_"):
