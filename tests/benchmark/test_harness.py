@@ -398,3 +398,74 @@ def test_default_references_are_the_best_anchor_per_rate_and_zero():
     assert not any(c.method == c.reference for c in comps)
     boot = compare_to_references(rows, kinds, ["zero"], ["macro_f1"], interval="bootstrap")
     assert {c.interval for c in boot} == {"bootstrap"} and {c.role for c in boot} == {"zero"}
+
+
+def test_method_variants_per_class_rows_and_forest_plots(tiny: MultimodalData, tmp_path):
+    """``METHOD[key=value, ...]`` runs beside METHOD on the same splits with its overrides;
+    every method gets per-class rows; results.md pairs the variant with the method on all four
+    headline metrics and per class; a forest plot per reference role is written."""
+    from moe_retriever.benchmark.harness import benchmark_config
+
+    cfg = benchmark_config(
+        **{
+            "train.epochs": 2,
+            "train.warmup_epochs": 1,
+            "model.n_tokens": 2,
+            "model.dim": 8,
+            "model.head_hidden": 8,
+            "model.encoder_hidden": 8,
+            "model.n_heads": 2,
+        }
+    )
+    variant = "zero[train.posthoc_adjust=1, train.class_weights=balanced]"
+    seen: list[dict] = []
+    base = harness._variant_runner
+
+    def spy(method, overrides):
+        runner = base(method, overrides)
+
+        def run(inputs: RunInputs) -> MethodResult:
+            from moe_retriever.training.config import apply_overrides
+
+            seen.append(apply_overrides(inputs.config, list(overrides)).to_dict()["train"])
+            return runner(inputs)
+
+        return run
+
+    harness._variant_runner = spy
+    try:
+        res = run_benchmark(
+            tiny,
+            ["zero", variant, "lr-late-fusion"],
+            [0.0],
+            [0, 1],
+            cfg,
+            tmp_path,
+            log=None,
+            references=["zero"],
+        )
+    finally:
+        harness._variant_runner = base
+    assert not res.meta["failures"], res.meta["failures"]
+    assert len(seen) == 2 and all(
+        t["posthoc_adjust"] == 1 and t["class_weights"] == "balanced" for t in seen
+    )
+    raw = pd.DataFrame(res.rows)
+    assert set(raw["method"]) == {"zero", variant, "lr-late-fusion"}
+    for m in ("zero", variant, "lr-late-fusion"):
+        sub = raw[(raw.method == m) & (raw.seed == 0)]
+        for k in tiny.class_names:
+            assert {f"recall/{k}", f"f1/{k}", f"support/{k}"} <= set(sub["metric"])
+        support = sub[sub.metric.str.startswith("support/")]["value"].sum()
+        assert support == res.meta["masks"]["rate=0/seed=0"]["n_test"]
+    paired = {(c["method"], c["metric"]) for c in res.meta["comparisons"]}
+    for metric in ("macro_f1", "balanced_accuracy", "accuracy", "auroc"):
+        assert (variant, metric) in paired
+    md = (tmp_path / "results.md").read_text()
+    assert "## Per class (test)" in md and "paired recall difference per class" in md
+    assert "forest_zero.png" in md and (tmp_path / "plots" / "forest_zero.png").is_file()
+    assert variant not in list_methods()  # a run's variant is not a listed method
+    with pytest.raises(ValueError, match="train.posthoc"):
+        resolve_methods(["zero[train.posthoc=1]"])
+    with pytest.raises(ValueError, match="not a deep method"):
+        resolve_methods(["lr-late-fusion[train.epochs=2]"])

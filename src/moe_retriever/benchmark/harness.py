@@ -59,7 +59,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,8 @@ _METHODS: dict[str, _MethodSpec] = {}
 _AUTO: set[str] = set()
 #: ``M+tuned`` variants registered by a ``tune`` run (never listed: a run adds its own)
 _TUNED: set[str] = set()
+#: ``METHOD[key=value, ...]`` variants registered by the run that names them (never listed)
+_VARIANTS: set[str] = set()
 
 
 def register_method(name: str, kind: str, runner: Runner) -> None:
@@ -214,6 +216,53 @@ def _deep_runner(method: str) -> Runner:
 TUNED_SUFFIX = "+tuned"
 
 
+def parse_variant(name: str) -> tuple[str, list[str]] | None:
+    """``"moe-retriever[train.class_weights=balanced, train.monitor=val_macro_f1]"`` ->
+    ``("moe-retriever", ["train.class_weights=balanced", "train.monitor=val_macro_f1"])``: a
+    deep method with config overrides, benchmarked beside the method itself on the same splits
+    and masks (how a default is chosen by measurement). ``None`` for a plain name."""
+    if not name.endswith("]") or "[" not in name:
+        return None
+    base, _, inner = name[:-1].partition("[")
+    items = [x.strip() for x in inner.split(",") if x.strip()]
+    if not base or not items:
+        raise ValueError(f"method variant {name!r}: write METHOD[key=value, ...]")
+    return base, items
+
+
+def _variant_runner(method: str, overrides: Sequence[str]) -> Runner:
+    """``method`` with ``overrides`` applied on top of the benchmark's config."""
+    base = _deep_runner(method)
+
+    def run(inputs: RunInputs) -> MethodResult:
+        from moe_retriever.training.config import apply_overrides
+
+        return base(replace(inputs, config=apply_overrides(inputs.config, list(overrides))))
+
+    return run
+
+
+def _register_variant(name: str) -> bool:
+    """Register ``METHOD[key=value, ...]`` (see :func:`parse_variant`) as a method; False for a
+    name that is not a variant. The overrides are checked here, before any fit."""
+    from moe_retriever.presets import list_presets
+    from moe_retriever.training.config import apply_overrides
+
+    parsed = parse_variant(name)
+    if parsed is None:
+        return False
+    method, overrides = parsed
+    if method not in list_presets():
+        raise ValueError(
+            f"method variant {name!r}: {method!r} is not a deep method (a preset); "
+            f"known: {', '.join(list_presets())}"
+        )
+    apply_overrides(benchmark_config(), overrides)  # one line naming a bad key or value
+    register_method(name, _METHODS[method].kind, _variant_runner(method, overrides))
+    _VARIANTS.add(name)
+    return True
+
+
 def _tuned_runner(method: str, trials: int, metric: str, fixed: Sequence[str] = ()) -> Runner:
     """``method`` tuned on the unit's training and validation parts only
     (:func:`moe_retriever.training.tuning.tune`, ``trials`` trials, TPE and model seeded with
@@ -274,7 +323,8 @@ def list_methods(kind: str | None = None) -> list[str]:
     _builtin_methods()
     order = {"completion": 0, "head": 1, "reference": 2, "anchor": 3}
     specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 4))
-    return [s.name for s in specs if (kind is None or s.kind == kind) and s.name not in _TUNED]
+    hidden = _TUNED | _VARIANTS  # registered by the run that asked for them
+    return [s.name for s in specs if (kind is None or s.kind == kind) and s.name not in hidden]
 
 
 def _slow_methods() -> dict[str, str]:
@@ -307,6 +357,8 @@ def resolve_methods(methods: Sequence[str] | str) -> list[str]:
     out: list[str] = []
     known = list_methods()
     for n in names:
+        if n not in known and _register_variant(n):
+            known.append(n)
         for x in groups.get(n, [n]):
             if x not in known:
                 raise ValueError(

@@ -329,6 +329,7 @@ def per_class_markdown(
                     if any(x != "–" for x in cells):
                         lines.append(f"| {m} | " + " | ".join(cells) + " |")
                 lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def tuned_markdown(
