@@ -465,7 +465,7 @@ def test_method_variants_per_class_rows_and_forest_plots(tiny: MultimodalData, t
     assert "## Per class (test)" in md and "paired recall difference per class" in md
     assert "forest_zero.png" in md and (tmp_path / "plots" / "forest_zero.png").is_file()
     assert variant not in list_methods()  # a run's variant is not a listed method
-    with pytest.raises(ValueError, match="train.posthoc"):
+    with pytest.raises(ValueError, match=r"train\.posthoc"):
         resolve_methods(["zero[train.posthoc=1]"])
     with pytest.raises(ValueError, match="not a deep method"):
         resolve_methods(["lr-late-fusion[train.epochs=2]"])
