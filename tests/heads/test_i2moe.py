@@ -201,8 +201,17 @@ def test_gradients_reach_every_parameter() -> None:
     head = _head(lambda_int=1.0).train()
     out = head(tokens, full, ctx(False, training=True, y=y))
     out.aux_loss.backward()
+    # the triplet loss of a uniqueness expert U_i compares distances between that expert's own
+    # outputs, which a shift of its output bias leaves unchanged: L_int gives that bias an
+    # exact zero gradient (the full objective below reaches it through L_task); any nonzero
+    # value was floating-point noise that depended on the thread count
+    out_bias = [n for n, _ in head.experts[0].named_parameters() if n.endswith("bias")][-1]
+    n_unique = len(MODS)
     for k, expert in enumerate(head.experts):
         for name, p in expert.named_parameters():
+            if k < n_unique and name == out_bias:
+                assert p.grad is None or float(p.grad.abs().max()) < 1e-6, name
+                continue
             assert p.grad is not None and p.grad.abs().sum() > 0, f"experts.{k}.{name}"
     head.zero_grad()
     out = head(tokens, full, ctx(False, training=True, y=y))
