@@ -222,3 +222,31 @@ def test_estimator_fit_predict_save_load(tmp_path: Path) -> None:
     again = MoERetrieverClassifier.load(tmp_path / "m")
     assert again.model_.config.ensemble_k == 4
     np.testing.assert_array_equal(again.predict_proba(test), proba)
+
+
+def test_benchmark_script_settings_and_relative_costs() -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ensemble_k.py"
+    spec = importlib.util.spec_from_file_location("ensemble_k_script", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.settings([1, 4], [1, 5]) == {
+        "k=1": {"model.ensemble_k": 1},
+        "k=4": {"model.ensemble_k": 4},
+        "N=5": {"train.ensemble": 5},
+    }
+    runs = [
+        {"seed": s, "macro_f1": f, "balanced_accuracy": f, "accuracy": f, "auroc": f}
+        for s, f in enumerate([0.5, 0.7])
+    ]
+    res = {"seeds": [0, 1], "fit_s_mean": 10.0, "runs": runs}
+    results = {"k=1": mod.entry(res, [0.1, 0.3, 0.2]), "k=4": mod.entry(res, [0.4])}
+    results["k=4"]["fit_s_mean"] = 15.0
+    mod.relative(results)
+    assert results["k=1"]["step_s_median"] == pytest.approx(0.2)
+    assert results["k=4"]["step_rel_k1"] == pytest.approx(2.0)
+    assert results["k=4"]["fit_rel_k1"] == pytest.approx(1.5)
+    assert results["k=1"]["macro_f1_mean"] == pytest.approx(0.6)
+    assert "| k=4 | 2 |" in mod.table(results)
