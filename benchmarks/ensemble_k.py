@@ -13,6 +13,7 @@ itself and is not trained twice.
 
 Writes ``--out`` (default ``benchmarks/results/ensemble_k_cpu.json``) after every seed, so an
 interrupted run keeps what it measured; ``--resume`` skips settings already complete there.
+Runs of seeds not in ``--seeds`` already stored for a setting are kept (add seeds later).
 Processes measuring different settings (``--ks 1 4 --ensembles`` in one, ``--ks --ensembles 5``
 in another) may share ``--out``: each keeps the others' entries.
 Numbers and the choice of the default: docs/ENSEMBLE_K.md.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -71,15 +73,26 @@ def settings(ks: list[int], ensembles: list[int]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def entry(res: dict[str, Any], steps: list[float]) -> dict[str, Any]:
-    """One setting: stability's summary plus all four metrics and the step time."""
-    runs = res["runs"]
+def entry(res: dict[str, Any], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One setting: stability's summary plus all four metrics and the step time (median over
+    the runs of each run's median step, ``runs[i]["step_s_median"]``). ``previous``: a stored
+    entry of the same setting whose runs of other seeds are kept (seeds added in a later run).
+    """
+    runs = list(res["runs"])
+    if previous is not None and previous.get("overrides") == res.get("overrides"):
+        mine = {r["seed"] for r in runs}
+        runs = sorted(
+            [r for r in previous.get("runs", []) if r["seed"] not in mine] + runs,
+            key=lambda r: r["seed"],
+        )
     out = {k: v for k, v in res.items() if k != "runs"}
+    out["seeds"] = [r["seed"] for r in runs]
     for m in METRICS:
         vals = [r[m] for r in runs]
         out[f"{m}_mean"], out[f"{m}_sd"] = statistics.fmean(vals), sd(vals)
+    out["fit_s_mean"] = statistics.fmean(r["fit_s"] for r in runs)
+    steps = [r["step_s_median"] for r in runs if "step_s_median" in r]
     out["step_s_median"] = statistics.median(steps) if steps else float("nan")
-    out["steps"] = len(steps)
     out["runs"] = runs
     return out
 
@@ -245,9 +258,21 @@ def main(argv: list[str] | None = None) -> None:
         if args.resume and done.get("complete") and done.get("seeds") == args.seeds:
             continue
         steps: list[float] = []
+        previous = results.get(name)
+        seen = [0]  # steps of the runs stored so far
 
-        def store(res: dict[str, Any], name: str = name, steps: list[float] = steps) -> None:
-            results[name] = entry(res, steps)
+        def store(
+            res: dict[str, Any],
+            name: str = name,
+            steps: list[float] = steps,
+            previous: dict[str, Any] | None = previous,
+            seen: list[int] = seen,
+        ) -> None:
+            mine = steps[seen[0] :]
+            res["runs"][-1]["step_s_median"] = statistics.median(mine) if mine else math.nan
+            res["runs"][-1]["steps"] = len(mine)
+            seen[0] = len(steps)
+            results[name] = entry(res, previous)
             save()
 
         with step_timer(steps):

@@ -239,11 +239,16 @@ def test_benchmark_script_settings_and_relative_costs() -> None:
     }
     runs = [
         {"seed": s, "macro_f1": f, "balanced_accuracy": f, "accuracy": f, "auroc": f}
-        for s, f in enumerate([0.5, 0.7])
+        | {"fit_s": 10.0, "step_s_median": t}
+        for s, f, t in [(0, 0.5, 0.1), (1, 0.7, 0.3)]
     ]
-    res = {"seeds": [0, 1], "fit_s_mean": 10.0, "runs": runs}
-    results = {"k=1": mod.entry(res, [0.1, 0.3, 0.2]), "k=4": mod.entry(res, [0.4])}
-    results["k=4"]["fit_s_mean"] = 15.0
+    res = {"overrides": {}, "runs": runs}
+    results = {"k=1": mod.entry(res)}
+    more = {"seed": 2, **{k: 0.6 for k in mod.METRICS}, "fit_s": 10.0, "step_s_median": 0.2}
+    results["k=1"] = mod.entry({"overrides": {}, "runs": [more]}, results["k=1"])
+    assert results["k=1"]["seeds"] == [0, 1, 2]  # seeds added later are merged
+    four = [{**r, "fit_s": 15.0, "step_s_median": 0.4} for r in runs]
+    results["k=4"] = mod.entry({"overrides": {"x": 1}, "runs": four})
     mod.relative(results)
     assert results["k=1"]["step_s_median"] == pytest.approx(0.2)
     assert results["k=4"]["step_rel_k1"] == pytest.approx(2.0)
