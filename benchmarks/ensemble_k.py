@@ -242,8 +242,10 @@ def main(argv: list[str] | None = None) -> None:
             results.update({k: v for k, v in stored.items() if k not in mine})
         relative(results)
         out.parent.mkdir(parents=True, exist_ok=True)
+        commands = json.loads(out.read_text()).get("commands", []) if out.exists() else []
+        command = "python benchmarks/ensemble_k.py " + " ".join(argv or sys.argv[1:])
         doc = {
-            "command": "python benchmarks/ensemble_k.py " + " ".join(argv or sys.argv[1:]),
+            "commands": commands + [command] * (command not in commands),
             "dataset": "miniacc",
             "torch": torch.__version__,
             "threads": 1,
