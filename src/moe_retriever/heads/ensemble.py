@@ -15,10 +15,12 @@ Everything before the classifier (encoders, completion, fusion transformer) runs
 sample and is shared by the members. Why there and not further down (measured on miniacc,
 benchmarks/ensemble_k.py and docs/ENSEMBLE_K.md): the completion consumes the encoders' tokens
 and the fusion consumes the completion's, so BatchEnsemble adapters in the encoders (or the
-fusion) would run the retrieval (or the fusion attention) k times per sample, a step cost of
-at least 3 x at k = 4 (measured: the single model on 4 x the batch) where the issue allows
-2 x. A classifier member is about 80 k multiply-adds per sample next to some 10 M in the
-fusion, so k members cost at most 1.05 x the step up to k = 16 and 1.19 x at k = 32.
+fusion) would run the retrieval (or the fusion attention) k times per sample: encoder
+adapters cost at least 3 x the step at k = 4 (measured: the single model on 4 x the batch)
+where the issue allows 2 x; fusion members would cost the fusion's share of the step k times
+(not measured separately). A classifier member is about 80 k multiply-adds per sample next
+to some 10 M in the fusion, so k members cost at most 1.05 x the step up to k = 16 and
+1.19 x at k = 32.
 
 Loss and prediction (TabM's): in training each member is trained on its own prediction (the
 cross-entropy is the mean over the members of their cross-entropies, ``member_logits`` of
