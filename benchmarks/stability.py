@@ -137,7 +137,7 @@ def run_one(
     from moe_retriever.data.splits import apply_split
     from moe_retriever.datasets import load_dataset
     from moe_retriever.training.estimator import MoERetrieverClassifier
-    from moe_retriever.training.metrics import classification_metrics
+    from moe_retriever.training.metrics import METRIC_NAMES, classification_metrics
 
     kwargs, rate = DATASETS[dataset]
     data = load_dataset(dataset, **kwargs)
@@ -163,8 +163,7 @@ def run_one(
         rows.append(
             {
                 "seed": seed,
-                "macro_f1": float(m["macro_f1"]),
-                "auroc": float(m["auroc"]),
+                **{k: float(m[k]) for k in METRIC_NAMES},
                 "best_epoch": est.best_epoch_,
                 "fit_s": fit_s,
             }
@@ -193,6 +192,12 @@ def summarize(
     """One (dataset, variant) entry from its per-seed rows."""
     f1 = [r["macro_f1"] for r in rows]
     au = [r["auroc"] for r in rows]
+    extra = {  # accuracy and balanced accuracy (runs stored before they were recorded lack them)
+        f"{k}_{stat}": fn([r[k] for r in rows])
+        for k in ("accuracy", "balanced_accuracy")
+        if all(k in r for r in rows)
+        for stat, fn in (("mean", statistics.fmean), ("sd", sd))
+    }
     return {
         "dataset": dataset,
         "variant": name,
@@ -209,6 +214,7 @@ def summarize(
         "macro_f1_sd": sd(f1),
         "auroc_mean": statistics.fmean(au),
         "auroc_sd": sd(au),
+        **extra,
         "fit_s_mean": statistics.fmean(r["fit_s"] for r in rows),
         "runs": rows,
     }

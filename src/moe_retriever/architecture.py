@@ -36,6 +36,10 @@ class ModelConfig:
     # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
     # encoder's (detached) tokens of their true inputs
     align_weight: float = 5.0
+    # TabM-style efficient ensemble inside one model (heads/ensemble.py): the head's MLP
+    # classifier becomes k BatchEnsemble members sharing its weights, trained on the mean of
+    # their losses, predicting the mean of their probabilities; 1 = the single model
+    ensemble_k: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -22,6 +22,10 @@ Data flow for a batch (B samples, M modalities, P tokens of width D):
 3. the head (:mod:`moe_retriever.heads`; default ``transformer``: modality + position
    embeddings, fusion transformer blocks, per-modality mean-pooling, MLP) gives logits.
 
+``ensemble_k`` = k > 1 (:mod:`moe_retriever.heads.ensemble`): the head's classifier is k TabM
+members sharing its weights; everything before it runs once; ``ModelOutput.member_logits``
+(B, k, C) are the members' logits, ``logits`` the log of their mean probability.
+
 ``aux_loss`` = ``balance_weight`` * completion's balance loss + the completion's own weighted
 loss + the head's weighted loss + ``align_weight`` * alignment loss (below).
 
@@ -82,6 +86,7 @@ from moe_retriever.completion.base import (
 )
 from moe_retriever.encoders.base import ENCODERS, create_encoder
 from moe_retriever.heads.base import Head, HeadContext, create_head
+from moe_retriever.heads.ensemble import mean_probability_logits
 
 
 @dataclass
@@ -89,12 +94,17 @@ class ModelOutput:
     """``logits`` (B, C); ``aux_loss`` scalar, already weighted: add it to the task loss;
     ``tokens`` (B, M, P, D) completed tokens fed to the head; ``info``: ``info["completion"]``
     from the completion method, ``info["head"]`` from the head (its ``interpret`` outputs),
-    ``info["fusion"]`` the fusion MoE routing per block (transformer head)."""
+    ``info["fusion"]`` the fusion MoE routing per block (transformer head);
+    ``member_logits`` (B, k, C): with ``ModelConfig.ensemble_k`` = k > 1, each TabM member's
+    logits (train on the mean of their cross-entropies), and ``logits`` is then
+    ``log(mean_j softmax(member_logits[:, j]))`` (its softmax is the members' mean probability;
+    :mod:`moe_retriever.heads.ensemble`); None for a single model."""
 
     logits: Tensor
     aux_loss: Tensor
     tokens: Tensor
     info: dict[str, Any] = field(default_factory=dict)
+    member_logits: Tensor | None = None
 
 
 def _safe_keys(names: list[str]) -> dict[str, str]:
@@ -205,6 +215,11 @@ class MultimodalClassifier(nn.Module):
                 head, self.modalities, P, D, n_classes, config, **(head_cfg or {})
             )
         self.head_name = self.head.name or type(self.head).__name__
+        if config.ensemble_k > 1 and not type(self.head).supports_ensemble:
+            raise ValueError(
+                f"head {self.head_name!r} does not support model.ensemble_k > 1 (got "
+                f"{config.ensemble_k}); set model.ensemble_k: 1 (train.ensemble: N fits N models)"
+            )
         self.pool = _PoolBuffers(self._keys, self.dims, M)
         if not 0.0 <= config.retrieval_dropout < 1.0:
             raise ValueError(f"retrieval_dropout must be in [0, 1), got {config.retrieval_dropout}")
@@ -466,6 +481,10 @@ class MultimodalClassifier(nn.Module):
         )
         if comp.loss is not None:
             aux_loss = aux_loss + comp.loss
+        if out.logits.dim() == 3:  # (B, k, C): the head's ensemble members
+            return ModelOutput(
+                mean_probability_logits(out.logits), aux_loss, completed, info, out.logits
+            )
         return ModelOutput(out.logits, aux_loss, completed, info)
 
     def _draw_hidden(self, observed: Tensor) -> Tensor | None:

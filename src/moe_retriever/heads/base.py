@@ -9,10 +9,13 @@
   retrieval self-supervision count as missing);
 * ``context``: :class:`HeadContext`;
 
-and returns :class:`HeadOutput`: logits (B, C); ``aux_loss``, a scalar **already weighted**
-that the caller adds to the objective (zero where the head has none); ``info``, detached
-diagnostics, with the head's unweighted loss terms under ``info["losses"]`` and its per-sample
-interpretable outputs under ``info["interpret"]``. No state is kept between steps.
+and returns :class:`HeadOutput`: logits (B, C), or (B, k, C) member logits for a head that
+``supports_ensemble`` built with ``arch.ensemble_k`` = k > 1 (the model turns them into the log
+of the members' mean probability, :mod:`moe_retriever.heads.ensemble`); ``aux_loss``, a
+scalar **already weighted** that the caller adds to the objective (zero where the head has
+none); ``info``, detached diagnostics, with the head's unweighted loss terms under
+``info["losses"]`` and its per-sample interpretable outputs under ``info["interpret"]``. No
+state is kept between steps.
 
 A head is built as ``Head(modalities, n_tokens, dim, n_classes, arch, **options)`` where
 ``arch`` is the :class:`~moe_retriever.architecture.ModelConfig` shared by all parts (widths,
@@ -63,11 +66,20 @@ class Head(nn.Module):
     """Base class; subclasses set ``name`` and implement :meth:`forward`."""
 
     name: ClassVar[str] = ""
+    #: True for heads that build ``arch.ensemble_k`` members and return (B, k, C) logits; a
+    #: head without it refuses ``ensemble_k > 1`` at construction
+    supports_ensemble: ClassVar[bool] = False
 
     def __init__(
         self, modalities: list[str], n_tokens: int, dim: int, n_classes: int, arch: ModelConfig
     ) -> None:
         super().__init__()
+        k = ensemble_size(arch)
+        if k > 1 and not type(self).supports_ensemble:
+            raise ValueError(
+                f"head {self.name or type(self).__name__!r} does not support model.ensemble_k "
+                f"> 1 (got {k}); set model.ensemble_k: 1 (train.ensemble: N fits N models)"
+            )
         self.modalities = list(modalities)
         self.n_tokens = n_tokens
         self.dim = dim
@@ -107,6 +119,11 @@ class Head(nn.Module):
         return ref.new_zeros(())
 
 
+def ensemble_size(arch: ModelConfig) -> int:
+    """``arch.ensemble_k`` (1 for a config object without it)."""
+    return int(getattr(arch, "ensemble_k", 1))
+
+
 #: head classes by name; constructors take (modalities, n_tokens, dim, n_classes, arch)
 HEADS: Registry[Head] = Registry("head", Head, fixed=5)
 
@@ -136,6 +153,7 @@ __all__ = [
     "HeadContext",
     "HeadOutput",
     "create_head",
+    "ensemble_size",
     "list_heads",
     "register_head",
 ]

@@ -6,8 +6,10 @@ transformer blocks over all M * P tokens (optionally with a sparse MoE feed-forw
 LayerNorm, mean-pool each modality's P tokens -> (B, M, D).
 
 :class:`TransformerHead`: that fusion, the M pooled vectors concatenated (B, M * D), then an MLP
-(``arch.head_hidden``, GELU, dropout) -> logits. Its auxiliary loss is the fusion MoE balance
-loss times ``arch.balance_weight`` (zero without a fusion MoE).
+(``arch.head_hidden``, GELU, dropout) -> logits; with ``arch.ensemble_k`` = k > 1 the MLP is k
+TabM members (:mod:`moe_retriever.heads.ensemble`) and the logits are (B, k, C). Its
+auxiliary loss is the fusion MoE balance loss times ``arch.balance_weight`` (zero without a
+fusion MoE).
 
 Masked mode (``context.masked``, completion ``none``): the missing slots are zeroed, their
 tokens are excluded from attention as keys (``key_padding_mask``) and their pooled vectors are
@@ -22,7 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from moe_retriever.architecture import ModelConfig
-from moe_retriever.heads.base import Head, HeadContext, HeadOutput, register_head
+from moe_retriever.heads.base import (
+    Head,
+    HeadContext,
+    HeadOutput,
+    ensemble_size,
+    register_head,
+)
+from moe_retriever.heads.ensemble import ensemble_classifier
 from moe_retriever.nn.transformer import TransformerBlock
 
 
@@ -79,6 +88,7 @@ class TransformerHead(Head):
     """Base fusion + MLP classifier over the concatenated pooled modality vectors."""
 
     name = "transformer"
+    supports_ensemble = True
 
     def __init__(
         self, modalities: list[str], n_tokens: int, dim: int, n_classes: int, arch: ModelConfig
@@ -87,12 +97,19 @@ class TransformerHead(Head):
         M = len(self.modalities)
         self.balance_weight = arch.balance_weight
         self.fusion = TransformerFusion(M, n_tokens, dim, arch)
-        self.classifier = nn.Sequential(
-            nn.Linear(M * dim, arch.head_hidden),
-            nn.GELU(),
-            nn.Dropout(arch.dropout),
-            nn.Linear(arch.head_hidden, n_classes),
-        )
+        k = ensemble_size(arch)
+        self.classifier: nn.Module
+        if k > 1:  # TabM members sharing the classifier's weights: logits (B, k, C)
+            self.classifier = ensemble_classifier(
+                M * dim, arch.head_hidden, n_classes, arch.dropout, k, [dim] * M
+            )
+        else:
+            self.classifier = nn.Sequential(
+                nn.Linear(M * dim, arch.head_hidden),
+                nn.GELU(),
+                nn.Dropout(arch.dropout),
+                nn.Linear(arch.head_hidden, n_classes),
+            )
 
     def forward(self, tokens: Tensor, observed: Tensor, context: HeadContext) -> HeadOutput:
         pooled, balance, routing = self.fusion(tokens, observed if context.masked else None)

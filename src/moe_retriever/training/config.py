@@ -59,6 +59,7 @@ _POSITIVE_MODEL_KEYS = (
     "fusion_top_k",
     "ffn_mult",
     "head_hidden",
+    "ensemble_k",
 )
 
 

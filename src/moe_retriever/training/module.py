@@ -1,7 +1,9 @@
 """The LightningModule: loss, warm-up schedule, validation metrics, per-epoch history.
 
 * loss = cross-entropy (optionally class-weighted) + the model's ``aux_loss`` (balance
-  losses, already weighted by ``model.balance_weight``);
+  losses, already weighted by ``model.balance_weight``); with ``model.ensemble_k`` > 1 the
+  cross-entropy is the mean of the k members' cross-entropies (TabM), while validation scores
+  the ensemble's prediction (the mean probability);
 * epochs ``< warmup`` run with ``retrieve=False`` (missing modalities are zero tokens, the
   retriever is off), later epochs with retrieval on (METHOD.md "Model and training");
 * every epoch ends with one history row (train loss, val loss, val metrics) and a
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from moe_retriever.heads.ensemble import member_targets
 from moe_retriever.model import MultimodalClassifier
 from moe_retriever.training.config import TrainConfig
 from moe_retriever.training.metrics import METRIC_NAMES, classification_metrics
@@ -275,7 +278,11 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(batch, retrieve=self.retrieval_on(), in_pool=True)
-        ce = self._ce(out.logits, batch["y"])
+        members = out.member_logits
+        if members is None:
+            ce = self._ce(out.logits, batch["y"])
+        else:  # TabM: each member trained on its own prediction, the mean of their losses
+            ce = self._ce(members.flatten(0, 1), member_targets(batch["y"], members.shape[1]))
         loss = ce + out.aux_loss
         n = float(batch["y"].shape[0])
         self._train_sums += torch.tensor(
