@@ -851,13 +851,11 @@ def _run_one(
         say(f"[{key}] {name}: FAILED {type(exc).__name__}: {exc}")
         return []
     seconds = time.perf_counter() - t0
-    metrics: dict[str, float] = dict(
-        classification_metrics(inputs.test.y, res.proba, inputs.test.class_names)
-    )
+    y, names = inputs.test.y, inputs.test.class_names
+    assert y is not None  # run_benchmark refuses unlabelled data
+    metrics: dict[str, float] = dict(classification_metrics(y, res.proba, names))
     # recall/<class>, f1/<class>, support/<class>: which classes a difference comes from
-    metrics.update(
-        flat_per_class(per_class_metrics(inputs.test.y, res.proba, inputs.test.class_names))
-    )
+    metrics.update(flat_per_class(per_class_metrics(y, res.proba, names)))
     metrics["fit_seconds"] = seconds
     if res.fidelity:
         metrics.update(res.fidelity)

@@ -330,7 +330,13 @@ def tune(
     )
     previous_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+    study = optuna.create_study(
+        direction=optuna.study.StudyDirection.MINIMIZE
+        if direction == "minimize"
+        else optuna.study.StudyDirection.MAXIMIZE,
+        sampler=sampler,
+        pruner=pruner,
+    )
     best: dict[str, Any] = {}
     better = (lambda a, b: a < b) if direction == "minimize" else (lambda a, b: a > b)
 
