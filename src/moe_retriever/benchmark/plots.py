@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from moe_retriever.benchmark.report import _METRIC_TITLES
 from moe_retriever.benchmark.stats import BEST_ANCHOR, PairedComparison
@@ -129,6 +130,7 @@ def forest_plot(
                 markersize=5,
             )
         ax.axvline(0.0, color="black", lw=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_title(metric, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=7)
