@@ -54,7 +54,9 @@ def test_loss_side_logit_adjustment_reaches_the_objective(tiny: dict) -> None:
     assert float(loss) != pytest.approx(float(F.cross_entropy(logits, y)))
     loss.backward()
     assert logits.grad is not None and bool(logits.grad.abs().sum() > 0)
-    # predictions use the raw logits (no post-hoc term by default)
+    # predictions subtract tau * log prior (post-hoc, tau = 1 by default); 0 turns it off
+    assert torch.allclose(module.predict_logits(logits), logits - prior)
+    module.config.train.posthoc_adjust = 0.0
     assert torch.equal(module.predict_logits(logits), logits)
     assert torch.equal(adjust_logits(logits, None, 2.0), logits)
 
@@ -65,6 +67,7 @@ def test_posthoc_adjustment_shifts_predictions_by_the_training_prior(
     """Same seed and selection (on validation loss, which the post-hoc term does not change):
     the weights are the same and the probabilities are softmax(logits - tau * log prior)."""
     train, val, test = splits
+    tiny["train"]["posthoc_adjust"] = 0.0
     plain = MoERetrieverClassifier(config=tiny, seed=1).fit(train, val)
     tiny["train"]["posthoc_adjust"] = 1.0
     adjusted = MoERetrieverClassifier(config=tiny, seed=1).fit(train, val)
@@ -74,3 +77,13 @@ def test_posthoc_adjustment_shifts_predictions_by_the_training_prior(
     expected = torch.softmax(p0.log() - prior, dim=1).numpy()
     np.testing.assert_allclose(p1, expected, atol=1e-5)
     assert not np.allclose(p1, p0.numpy(), atol=1e-3)
+
+
+def test_a_uniform_training_prior_leaves_predictions_unchanged() -> None:
+    """Balanced training classes (mfeat's stratified splits): the post-hoc default is exact
+    identity on the probabilities, so balanced data keeps its results."""
+    logits = torch.randn(7, 4)
+    prior = class_log_prior(np.repeat(np.arange(4), 5), 4)
+    torch.testing.assert_close(
+        torch.softmax(adjust_logits(logits, prior, -1.0), 1), torch.softmax(logits, 1)
+    )

@@ -201,7 +201,9 @@ def test_lightning_load_from_checkpoint_rebuilds_the_model(
     with torch.no_grad():
         logits = net(tensors.x, tensors.observed, sample_keys=tensors.keys, retrieve=True).logits
     np.testing.assert_allclose(
-        torch.softmax(logits, 1).numpy(), est.predict_proba(splits[2]), atol=1e-6
+        torch.softmax(module.predict_logits(logits), 1).numpy(),
+        est.predict_proba(splits[2]),
+        atol=1e-6,
     )
 
 

@@ -98,7 +98,10 @@ class TrainerConfig:
     cross-entropy by ``n / (C * count_c)``; ``logit_adjust`` (tau >= 0) trains on the
     logit-adjusted loss ``CE(logits + tau * log pi, y)`` and predicts with the raw logits;
     ``posthoc_adjust`` (tau >= 0) predicts (and validates) with ``logits - tau * log pi``.
-    All three are 0/none = plain cross-entropy.
+    The default is post-hoc adjustment with tau = 1 (the Bayes rule for balanced error): the
+    training and the epoch selection (on validation loss) are those of plain cross-entropy, only
+    the decision moves towards the small classes; docs/DEFAULTS.md section 6 has the
+    measurement. ``posthoc_adjust: 0`` gives the unadjusted predictions.
     """
 
     epochs: int = 30
@@ -108,7 +111,7 @@ class TrainerConfig:
     monitor: str = "val_loss"
     class_weights: Literal["none", "balanced"] = "none"
     logit_adjust: float = 0.0
-    posthoc_adjust: float = 0.0
+    posthoc_adjust: float = 1.0
     gradient_clip_val: float | None = None
     select_smoothing: float = 0.0
     weight_average: Literal["none", "ema"] = "ema"

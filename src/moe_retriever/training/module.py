@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -177,7 +178,7 @@ class ClassifierModule(L.LightningModule):
         class_names: list[str] | None = None,
         dims: dict[str, int] | None = None,
         n_classes: int | None = None,
-        log_prior: Tensor | None = None,
+        log_prior: Tensor | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(config, dict):
@@ -198,8 +199,13 @@ class ClassifierModule(L.LightningModule):
                 "class_names": class_names,
                 "dims": None if dims is None else {str(m): int(d) for m, d in dims.items()},
                 "n_classes": None if n_classes is None else int(n_classes),
+                # the post-hoc adjustment's prior: a module rebuilt from a checkpoint predicts
+                # what the estimator predicts
+                "log_prior": None if log_prior is None else [float(v) for v in log_prior],
             },
         )
+        if log_prior is not None and not isinstance(log_prior, Tensor):
+            log_prior = torch.tensor(list(log_prior), dtype=torch.float32)
         self.model = model
         self.config = config
         self.seed = int(seed)
