@@ -107,6 +107,19 @@ def _cmd_data_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    """``--set KEY=VALUE ...`` (repeatable) into ``args.overrides``."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help,
+    )
+
+
 # ---------------------------------------------------------------------------- train
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -150,15 +163,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, default=None, help="processes/devices (default: 1)")
     p.add_argument("--strategy", default=None, help="Lightning strategy, e.g. ddp (default: auto)")
     p.add_argument("--accelerator", default=None, help="cpu, gpu or auto (default: config, auto)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides, e.g. --set train.epochs=10 optim.lr=3e-4",
-    )
+    _add_overrides(p, "config overrides, e.g. --set train.epochs=10 optim.lr=3e-4")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_layout(p)
     _add_modalities(p, config=True)
@@ -308,15 +313,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
         "(default: the config's train.monitor; loss is minimised, the others maximised)",
     )
     p.add_argument("--config", default=None, help="base YAML config (default: built-in defaults)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides of the base config, e.g. --set train.epochs=10 runtime.threads=1",
-    )
+    _add_overrides(p, "overrides of the base config, e.g. --set train.epochs=10 runtime.threads=1")
     p.add_argument(
         "--seed",
         type=int,
@@ -637,15 +634,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="YAML training config of the deep methods (default: built-in defaults)",
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides of the deep methods' config, e.g. --set train.epochs=20",
-    )
+    _add_overrides(p, "overrides of the deep methods' config, e.g. --set train.epochs=20")
     p.add_argument(
         "--threads",
         type=int,

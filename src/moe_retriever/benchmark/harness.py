@@ -956,14 +956,20 @@ def _write(
         )
     interval = "corrected-t" if meta.get("cv") else meta.get("interval", "t")
     ratio = _test_train_ratio(meta) if meta.get("cv") else None
-    comparisons = compare_to_references(
+    # the headline metrics and every class's recall (which classes a difference comes from)
+    recall_metrics = [
+        m for m in dict.fromkeys(r["metric"] for r in rows) if m.startswith("recall/")
+    ]
+    every = compare_to_references(
         rows,
         meta["kinds"],
         meta.get("references"),
-        metrics=COMPARISON_METRICS,
+        metrics=[*COMPARISON_METRICS, *recall_metrics],
         interval=interval,
         test_train_ratio=ratio,
     )
+    comparisons = [c for c in every if c.metric in COMPARISON_METRICS]
+    recall_comparisons = [c for c in every if c.metric not in COMPARISON_METRICS]
     meta["comparisons"] = [c.to_dict() for c in comparisons]
     meta["test_train_ratio"] = ratio
     paired_md = comparisons_markdown(comparisons, names, rates, unit, ratio)
@@ -982,17 +988,6 @@ def _write(
         preface=paired_md,
     )
     summary = summarize(rows)
-    recall_metrics = [
-        m for m in dict.fromkeys(r["metric"] for r in rows) if m.startswith("recall/")
-    ]
-    recall_comparisons = compare_to_references(
-        rows,
-        meta["kinds"],
-        meta.get("references"),
-        metrics=recall_metrics,
-        interval=interval,
-        test_train_ratio=ratio,
-    )
     forests = forest_plots(comparisons, out / "plots")
     extra = [
         "## Forest plots of the paired differences\n\n"
