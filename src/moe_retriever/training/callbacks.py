@@ -95,20 +95,27 @@ def write_history_csv(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 class KillAfterEpoch(L.Callback):
-    """Fault injection: SIGKILL this process during epoch ``epoch + 1``.
+    """Fault injection: SIGKILL (or another signal) this process during epoch ``epoch + 1``.
 
-    The kill happens after the first optimizer step of the next epoch, i.e. mid-training and
+    The signal is sent after the first optimizer step of the next epoch, i.e. mid-training and
     after ``ModelCheckpoint`` has written ``last.ckpt`` for epoch ``epoch``. A resumed run
-    restarts from that checkpoint. Enabled only through :data:`FAULT_ENV` (resume tests).
+    restarts from that checkpoint. Enabled only through :data:`FAULT_ENV` (resume tests):
+    ``"2"`` kills after epoch 2, ``"2:INT"`` sends SIGINT there (a Ctrl-C at a known point,
+    where a signal from outside would race a fast training run).
     """
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, sig: signal.Signals = signal.SIGKILL) -> None:
         self.epoch = epoch
+        self.sig = sig
+        self._sent = False
 
     @classmethod
     def from_env(cls) -> KillAfterEpoch | None:
         raw = os.environ.get(FAULT_ENV)
-        return cls(int(raw)) if raw not in (None, "") else None
+        if raw in (None, ""):
+            return None
+        epoch, _, name = str(raw).partition(":")
+        return cls(int(epoch), signal.Signals[f"SIG{name}"] if name else signal.SIGKILL)
 
     def on_train_batch_end(
         self,
@@ -118,5 +125,6 @@ class KillAfterEpoch(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if trainer.current_epoch == self.epoch + 1:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.current_epoch == self.epoch + 1 and not self._sent:
+            self._sent = True
+            os.kill(os.getpid(), self.sig)
