@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -357,6 +358,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_resume_finishes(folder: Path, tmp_
         text=True,
         timeout=300,
         env={**os.environ, FAULT_ENV: "2:INT"},
+        # a test runner started in the background by a non-interactive shell ignores SIGINT,
+        # and a child Python then keeps ignoring it: restore the terminal's default first
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err = proc.stderr
     assert proc.returncode == 130, err[-2000:]
