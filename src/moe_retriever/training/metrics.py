@@ -193,15 +193,24 @@ def aggregate_combinations(
     ``n`` is the sample count of the combination in the first seed where it occurs (the test
     split is shared by all seeds of a run, so it is the same for all of them).
     """
-    combos: list[str] = []
+    return _aggregate_groups(per_seed, "n", METRIC_NAMES)
+
+
+def _aggregate_groups(
+    per_seed: Sequence[Mapping[str, Mapping[str, Any]]], count: str, keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Groups (combinations, classes) of several seeds -> ``{group: {count: int, key:
+    mean/std}}``, groups in order of first appearance; ``count`` from the first seed that has
+    the group (the test split is shared by the seeds of a run)."""
+    groups: list[str] = []
     for d in per_seed:
-        combos += [c for c in d if c not in combos]
+        groups += [g for g in d if g not in groups]
     out: dict[str, dict[str, Any]] = {}
-    for c in combos:
-        rows = [d[c] for d in per_seed if c in d]
-        out[c] = {"n": int(rows[0]["n"])}
-        for k in METRIC_NAMES:
-            out[c][k] = mean_std(float(r[k]) for r in rows if k in r)
+    for g in groups:
+        rows = [d[g] for d in per_seed if g in d]
+        out[g] = {count: int(rows[0][count])}
+        for k in keys:
+            out[g][k] = mean_std(float(r[k]) for r in rows if k in r)
     return out
 
 
@@ -210,16 +219,7 @@ def aggregate_per_class(
 ) -> dict[str, dict[str, Any]]:
     """Per-class metrics of several seeds -> ``{class: {"support": n, "recall": mean/std,
     "precision": ..., "f1": ...}}`` (support from the first seed: the test split is shared)."""
-    names: list[str] = []
-    for d in per_seed:
-        names += [c for c in d if c not in names]
-    out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        rows = [d[name] for d in per_seed if name in d]
-        out[name] = {"support": int(rows[0]["support"])}
-        for key in ("recall", "precision", "f1"):
-            out[name][key] = mean_std(float(r[key]) for r in rows)
-    return out
+    return _aggregate_groups(per_seed, "support", ("recall", "precision", "f1"))
 
 
 def format_mean_std(stat: Mapping[str, float], digits: int = 3) -> str:

@@ -428,16 +428,21 @@ def evaluate_run(
 
 
 # ------------------------------------------------------------------------------ tables
+def _text_table(rows: list[list[str]]) -> str:
+    """Left-aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
 def format_table(results: dict[str, dict[str, Any]], digits: int = 3) -> str:
     """Plain-text table: one row per method, mean ± std of every test metric."""
     header = ["method", *METRIC_NAMES]
     rows = [header]
     for method, metrics in results.items():
         rows.append([method] + [format_mean_std(metrics["test"][k], digits) for k in METRIC_NAMES])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _text_table(rows)
 
 
 def format_per_class(results: dict[str, dict[str, Any]], digits: int = 3) -> str:
@@ -464,10 +469,7 @@ def format_per_class(results: dict[str, dict[str, Any]], digits: int = 3) -> str
                 else ["–", "–"]
             )
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _text_table(rows)
 
 
 # ------------------------------------------------------------------------------ plots
