@@ -136,10 +136,9 @@ class _MethodSpec:
 _METHODS: dict[str, _MethodSpec] = {}
 #: deep methods registered from the presets (kept in sync with them)
 _AUTO: set[str] = set()
-#: ``M+tuned`` variants registered by a ``tune`` run (never listed: a run adds its own)
-_TUNED: set[str] = set()
-#: ``METHOD[key=value, ...]`` variants registered by the run that names them (never listed)
-_VARIANTS: set[str] = set()
+#: methods a run derives from a preset and registers for itself, never listed: ``M+tuned``
+#: (``--tune``) and ``METHOD[key=value, ...]`` variants
+_DERIVED: set[str] = set()
 
 
 def register_method(name: str, kind: str, runner: Runner) -> None:
@@ -259,7 +258,7 @@ def _register_variant(name: str) -> bool:
         )
     apply_overrides(benchmark_config(), overrides)  # one line naming a bad key or value
     register_method(name, _METHODS[method].kind, _variant_runner(method, overrides))
-    _VARIANTS.add(name)
+    _DERIVED.add(name)
     return True
 
 
@@ -323,8 +322,7 @@ def list_methods(kind: str | None = None) -> list[str]:
     _builtin_methods()
     order = {"completion": 0, "head": 1, "reference": 2, "anchor": 3}
     specs = sorted(_METHODS.values(), key=lambda s: order.get(s.kind, 4))
-    hidden = _TUNED | _VARIANTS  # registered by the run that asked for them
-    return [s.name for s in specs if (kind is None or s.kind == kind) and s.name not in hidden]
+    return [s.name for s in specs if (kind is None or s.kind == kind) and s.name not in _DERIVED]
 
 
 def _slow_methods() -> dict[str, str]:
@@ -791,7 +789,7 @@ def _with_tuned(
             tname = name + TUNED_SUFFIX
             kind = _METHODS[name].kind
             register_method(tname, kind, _tuned_runner(name, trials, metric, list(fixed)))
-            _TUNED.add(tname)
+            _DERIVED.add(tname)
             tuned[tname] = name
             out.append(tname)
     return out, tuned
