@@ -268,7 +268,6 @@ def per_class_markdown(
     if sub.empty:
         return ""
     classes = list(dict.fromkeys(m.split("/", 1)[1] for m in sub["metric"]))
-    support = summary[summary["metric"].str.startswith("support/")]
     lines = [
         "## Per class (test)",
         "",
@@ -277,22 +276,22 @@ def per_class_markdown(
         "",
     ]
 
+    # (method, rate, metric) -> mean over units, built once (nan where no unit had a value)
+    means = {
+        (r.method, float(r.missing_rate), r.metric): float(r.mean) if int(r.n) else math.nan
+        for r in summary.itertuples(index=False)
+        if str(r.metric).split("/", 1)[0] in ("recall", "f1", "support")
+    }
+
     def mean_of(method: str, rate: float, metric: str) -> float:
-        hit = summary[
-            (summary["method"] == method)
-            & (summary["missing_rate"] == rate)
-            & (summary["metric"] == metric)
-        ]
-        return float(hit["mean"].iloc[0]) if len(hit) and int(hit["n"].iloc[0]) else math.nan
+        return means.get((method, float(rate), metric), math.nan)
 
     for rate in rates:
-        sup = {
-            c: support[(support["metric"] == f"support/{c}") & (support["missing_rate"] == rate)]
+        sizes = {
+            c: [v for (_, r, k), v in means.items() if r == rate and k == f"support/{c}"]
             for c in classes
         }
-        head = [
-            f"{c} (n={float(sup[c]['mean'].iloc[0]):.0f})" if len(sup[c]) else c for c in classes
-        ]
+        head = [f"{c} (n={sizes[c][0]:.0f})" if sizes[c] else c for c in classes]
         lines += [f"### rate {rate:g}", "", "| method | " + " | ".join(head) + " |"]
         lines.append("|" + "---|" * (1 + len(classes)))
         for m in methods:
