@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import count_cpu_attention_flops, synthetic
 
 import moe_retriever.completion.moe_retriever as mr
-import moe_retriever.completion.sampler as sm
+import moe_retriever.completion.support as sm
 from moe_retriever.model import ModelConfig, MultimodalClassifier
 
 DIMS = [64, 96, 128, 192, 256]

@@ -77,7 +77,7 @@ def run_point(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.sampler import (
+    from moe_retriever.completion.support import (
         SimilarSelector,
         SupportingGroupSampler,
         combination_codes,

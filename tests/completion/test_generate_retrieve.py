@@ -13,7 +13,7 @@ from moe_retriever.architecture import ModelConfig
 from moe_retriever.completion import CompletionContext, TrainingPool, create_completion
 from moe_retriever.completion.generate_retrieve import GenerateRetrieveCompletion
 from moe_retriever.completion.moe_retriever import MoERetrieverCompletion
-from moe_retriever.completion.sampler import combination_codes, encode_support_unique
+from moe_retriever.completion.support import combination_codes, encode_support_unique
 from moe_retriever.encoders import PatchEncoder
 from moe_retriever.model import MultimodalClassifier
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from moe_retriever.completion import CompletionContext, TrainingPool, create_completion
 from moe_retriever.completion.moe_retriever import MoERetrieverCompletion, summarize_routing
-from moe_retriever.completion.sampler import (
+from moe_retriever.completion.support import (
     combination_codes,
     encode_support_unique,
 )
@@ -265,7 +265,7 @@ def test_excluded_row_never_supports_its_own_pair() -> None:
     obs[obs.sum(1) == 0, 0] = True
     obs[obs.all(1), 2] = False
     obs[59] = torch.tensor([True, True, True])  # the only sample observing all three
-    from moe_retriever.completion.sampler import SupportingGroupSampler
+    from moe_retriever.completion.support import SupportingGroupSampler
 
     sampler = SupportingGroupSampler(obs, k=3, seed=1)
     rows = torch.arange(60)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
-from moe_retriever.completion.sampler import (
+from moe_retriever.completion.support import (
     SupportingGroupSampler,
     combination_codes,
     hash_uniform,
@@ -337,7 +337,7 @@ def test_training_on_miniacc_falls_back_only_for_empty_pools(
 
 def test_similar_selection_takes_the_top_k_pool_members_by_cosine() -> None:
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.sampler import SimilarSelector
+    from moe_retriever.completion.support import SimilarSelector
 
     g = torch.Generator().manual_seed(0)
     N, dims = 120, {"a": 4, "b": 3, "c": 5, "d": 2}
@@ -413,7 +413,7 @@ def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
 def test_top_k_stable_equals_the_stable_sort_with_ties() -> None:
     """The similar selection's top-k keeps the documented tie rule (ties to the lower training
     row): on scores full of ties, -inf non-members included, it equals the stable sort."""
-    from moe_retriever.completion.sampler import top_k_stable
+    from moe_retriever.completion.support import top_k_stable
 
     g = torch.Generator().manual_seed(3)
     for N, k in ((50, 5), (7, 5), (300, 12), (4, 4)):
@@ -464,7 +464,7 @@ def test_a_bounded_pool_cache_draws_the_same_groups() -> None:
 def test_similar_selection_in_chunks_equals_one_chunk() -> None:
     """Chunking the (pairs x N_train) matrices (for a large training pool) changes nothing."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.sampler import SimilarSelector
+    from moe_retriever.completion.support import SimilarSelector
 
     g = torch.Generator().manual_seed(5)
     N, dims = 200, {"a": 3, "b": 4, "c": 2}
@@ -584,7 +584,7 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
     group and no count, against the full-row path and against the pools of the sampler;
     fallbacks (empty pools), own rows and tiny pools included."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.sampler import SimilarSelector
+    from moe_retriever.completion.support import SimilarSelector
 
     g = torch.Generator().manual_seed(7)
     N, M = 600, 8
@@ -629,7 +629,7 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
 def test_similar_selection_is_float32_under_autocast() -> None:
     """Mixed precision (bf16 autocast) must not change which rows are selected."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.sampler import SimilarSelector
+    from moe_retriever.completion.support import SimilarSelector
 
     g = torch.Generator().manual_seed(9)
     dims = {"a": 5, "b": 3, "c": 4}

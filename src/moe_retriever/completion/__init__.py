@@ -22,7 +22,7 @@ from moe_retriever.completion.base import (
     list_completions,
     register_completion,
 )
-from moe_retriever.completion.sampler import SupportingGroupSampler
+from moe_retriever.completion.support import SupportingGroupSampler
 
 __all__ = [
     "COMPLETIONS",

@@ -34,7 +34,7 @@ from moe_retriever.completion.base import (
 )
 from moe_retriever.completion.mfm import MFMCompletion
 from moe_retriever.completion.moe_retriever import MoERetrieverCompletion
-from moe_retriever.completion.sampler import encode_support_unique
+from moe_retriever.completion.support import encode_support_unique
 
 
 @register_completion

@@ -3,11 +3,11 @@
 METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once:
 
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
-   (:mod:`moe_retriever.completion.sampler`); their modality-m inputs are encoded once per batch
+   (:mod:`moe_retriever.completion.support`); their modality-m inputs are encoded once per batch
    (each distinct training row once) with the model's own encoder of m. ``support_select``:
    ``"similar"`` (default) takes the k = 5 pool members whose standardized raw inputs of the
    sample's observed modalities are closest in cosine to the sample's (deterministic, one group
-   per pair; :class:`~.sampler.SimilarSelector`); ``"random"`` draws them uniformly from the
+   per pair; :class:`~.support.SimilarSelector`); ``"random"`` draws them uniformly from the
    pool as METHOD.md step 1 and the reference code do (k = |O_i| there: ``k=None``). Why the
    default differs from the reference: docs/METHOD_NOTES.md ("Similarity-chosen supporting
    groups") and docs/SYNTHETIC_RETRIEVAL.md;
@@ -62,9 +62,10 @@ from moe_retriever.completion.base import (
     TrainingPool,
     register_completion,
 )
-from moe_retriever.completion.sampler import (
+from moe_retriever.completion.support import (
     SupportDraw,
     SupportSampling,
+    combination_codes,
     encode_support_unique,
     member_weights,
 )
@@ -368,8 +369,6 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         distribution; kept only as the speed baseline (benchmarks/retrieval_speed.py)."""
         pool, encode = self._need(context)
         sampler = self.sampler_for(pool)
-        from moe_retriever.completion.sampler import combination_codes
-
         codes_all = combination_codes(observed)
         completed = tokens
         losses = []

@@ -20,7 +20,7 @@ from moe_retriever.completion.base import (
     CompletionOutput,
     register_completion,
 )
-from moe_retriever.completion.sampler import SupportSampling, encode_support, member_weights
+from moe_retriever.completion.support import SupportSampling, encode_support, member_weights
 
 
 @register_completion

@@ -41,7 +41,7 @@ Why this is a setting where retrieval should win:
   unlimited labelled data could learn it without retrieval; with ~10 labelled samples per
   cluster it cannot.
 
-The supporting groups of :mod:`moe_retriever.completion.sampler` are drawn from training
+The supporting groups of :mod:`moe_retriever.completion.support` are drawn from training
 samples with the same observed *combination*, not the same cluster: in this library the
 retriever recovers ``b[k]`` through what it learns from ``context`` (its inter-modal context and
 the alignment self-supervision on samples that observe ``hidden``), while the ``knn`` baseline
