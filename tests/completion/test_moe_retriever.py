@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from moe_retriever.completion import CompletionContext, TrainingPool, create_completion
-from moe_retriever.completion.moe_retriever import MoERetrieverCompletion, summarize_routing
+from moe_retriever.completion.moe_retriever import MoERetrieverCompletion
+from moe_retriever.completion.routing import summarize_routing
 from moe_retriever.completion.support import (
     combination_codes,
     encode_support_unique,

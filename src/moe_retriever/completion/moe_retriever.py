@@ -47,7 +47,6 @@ See docs/METHOD_NOTES.md for the measurements.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,11 @@ from moe_retriever.completion.base import (
     CompletionOutput,
     TrainingPool,
     register_completion,
+)
+from moe_retriever.completion.routing import (
+    merge_routing_info,
+    routing_markdown,
+    routing_shares,
 )
 from moe_retriever.completion.support import (
     SupportDraw,
@@ -344,15 +348,11 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         """Router usage over an evaluation set: shares of each expert per target modality and
         observed combination, normalised entropies, fallback counts
         (:func:`moe_retriever.completion.routing.routing_shares`)."""
-        from moe_retriever.completion.routing import merge_routing_info, routing_shares
-
         stats = merge_routing_info(infos, self.modalities, self.n_candidates, self.n_shared)
         return routing_shares(stats, self.n_candidates, self.n_shared)
 
     def report(self, summary: dict[str, Any], out_dir: Path) -> list[Path]:
         """``routing.md``: the per-target expert shares and entropies as a table."""
-        from moe_retriever.completion.routing import routing_markdown
-
         text = routing_markdown({"this run": summary})
         if not text:
             return []
@@ -417,31 +417,3 @@ class MoERetrieverCompletion(SupportSampling, Completion):
             "expert_weight": wt,
             "expert_counts": counts[:, : self.n_experts].detach(),
         }
-
-
-def summarize_routing(routing: dict[str, Tensor], modalities: list[str]) -> dict[str, Any]:
-    """Readable routing statistics: ``{target: {"a+b": {"tokens": n, "experts": {e: count},
-    "mean_weight": {e: w}}}}`` per target modality and observed combination (names joined by
-    '+'). Runs on the host; meant for inspection, not for the training loop."""
-    target = routing["target"].cpu().tolist()
-    combo = routing["combination"].cpu().tolist()
-    idx = routing["expert_index"].cpu().tolist()
-    wt = routing["expert_weight"].cpu().tolist()
-    count: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
-    wsum: dict[tuple[int, int], dict[int, float]] = defaultdict(lambda: defaultdict(float))
-    ntok: dict[tuple[int, int], int] = defaultdict(int)
-    for t, c, es, ws in zip(target, combo, idx, wt):
-        ntok[(t, c)] += 1
-        for e, w in zip(es, ws):
-            if e >= 0:
-                count[(t, c)][e] += 1
-                wsum[(t, c)][e] += w
-    out: dict[str, Any] = {}
-    for (t, c), n in sorted(ntok.items()):
-        name = "+".join(m for j, m in enumerate(modalities) if (c >> j) & 1) or "(none)"
-        out.setdefault(modalities[t], {})[name] = {
-            "tokens": n,
-            "experts": dict(sorted(count[(t, c)].items())),
-            "mean_weight": {e: wsum[(t, c)][e] / count[(t, c)][e] for e in sorted(count[(t, c)])},
-        }
-    return out

@@ -34,10 +34,12 @@ eligible experts are then spelled out), else the number of distinct experts seen
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch import Tensor
 
 ROUTING_KEYS = ("target", "combination", "expert_index", "expert_weight")
 
@@ -58,6 +60,34 @@ def expert_labels(modalities: Sequence[str], n_candidates: int, n_shared: int) -
     return labels + [f"shared#{s}" for s in range(n_shared)]
 
 
+def summarize_routing(routing: dict[str, Tensor], modalities: list[str]) -> dict[str, Any]:
+    """Readable routing statistics: ``{target: {"a+b": {"tokens": n, "experts": {e: count},
+    "mean_weight": {e: w}}}}`` per target modality and observed combination (names joined by
+    '+'). Runs on the host; meant for inspection, not for the training loop."""
+    target = routing["target"].cpu().tolist()
+    combo = routing["combination"].cpu().tolist()
+    idx = routing["expert_index"].cpu().tolist()
+    wt = routing["expert_weight"].cpu().tolist()
+    count: dict[tuple[int, int], dict[int, int]] = defaultdict(lambda: defaultdict(int))
+    wsum: dict[tuple[int, int], dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    ntok: dict[tuple[int, int], int] = defaultdict(int)
+    for t, c, es, ws in zip(target, combo, idx, wt):
+        ntok[(t, c)] += 1
+        for e, w in zip(es, ws):
+            if e >= 0:
+                count[(t, c)][e] += 1
+                wsum[(t, c)][e] += w
+    out: dict[str, Any] = {}
+    for (t, c), n in sorted(ntok.items()):
+        name = "+".join(m for j, m in enumerate(modalities) if (c >> j) & 1) or "(none)"
+        out.setdefault(modalities[t], {})[name] = {
+            "tokens": n,
+            "experts": dict(sorted(count[(t, c)].items())),
+            "mean_weight": {e: wsum[(t, c)][e] / count[(t, c)][e] for e in sorted(count[(t, c)])},
+        }
+    return out
+
+
 def merge_routing_info(
     infos: Sequence[Mapping[str, Any]],
     modalities: Sequence[str],
@@ -69,8 +99,6 @@ def merge_routing_info(
     Returns ``{"usage": {target: {combination: {"tokens": n, "experts": {label: count},
     "mean_weight": {label: w}}}}, "fallback": {name: count}}``.
     """
-    from moe_retriever.completion.moe_retriever import summarize_routing
-
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in ROUTING_KEYS}
     fallback: dict[str, int] = {}
     for info in infos:
