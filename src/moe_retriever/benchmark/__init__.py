@@ -1,6 +1,8 @@
 """The benchmark harness: methods x missing rates x seeds on the same splits and masks.
 
-* :mod:`.harness` — :func:`run_benchmark`, the method registry (``list_methods``), the loop;
+* :mod:`.harness` — :func:`run_benchmark`, the built-in methods (``list_methods``), the loop;
+* :mod:`.methods` — what one fit gets and returns, the registry of runners, one method on one
+  unit scored into rows (what :mod:`.grid` runs per cell);
 * :mod:`.anchors` — classical anchors (``lr-late-fusion``, ``lr-mean-impute``, ``hgb``) and
   reference points (``complete-case``, ``late-fusion``), fitted on train, tuned on val;
 * :mod:`.fidelity` — cosine / MSE of completed tokens against the encoder's true tokens, and

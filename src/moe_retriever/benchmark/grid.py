@@ -1,7 +1,7 @@
 """Running the cells of a benchmark grid: in process, on a local process pool, or on Ray.
 
 A cell is one (method, rate, seed[, fold]) fit. Cells are independent: each gets its own
-:class:`~moe_retriever.benchmark.harness.RunInputs` (split, masked data, seed, config), and a
+:class:`~moe_retriever.benchmark.methods.RunInputs` (split, masked data, seed, config), and a
 fit depends on nothing else (every fit seeds its own RNGs), so the backend changes where a cell
 runs, never its result. The harness builds the cells in its canonical order (seed, rate, unit,
 method) and merges the outcomes back in that order, so results.csv is the same file whatever
@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from moe_retriever.benchmark.methods import method_runner, register_method, run_one
 
 BACKENDS = ("local", "ray")
 _CELL_FORMAT = 1
@@ -184,20 +186,16 @@ def _save(path: Path, outcome: CellOutcome, fp: str) -> None:
 
 # ---------------------------------------------------------------------------- one cell
 def run_cell(cell: Cell, runner: Any = None, threads: int | None = None) -> CellOutcome:
-    """Fit one cell here (in this process): the harness's ``_run_one`` with a fresh metadata
+    """Fit one cell here (in this process): :func:`~.methods.run_one` with a fresh metadata
     dict, whose failure / routing / selection entries come back in the outcome. ``runner``:
     the method's runner, registered first (a worker process may not know a method registered
     at run time in the parent); ``threads``: torch and BLAS threads for the fit."""
-    from moe_retriever.benchmark import harness
-
     if runner is not None:
-        harness.register_method(cell.name, cell.kind, runner)
+        register_method(cell.name, cell.kind, runner)
     meta: dict[str, Any] = {"failures": [], "routing": {}, "selections": {}}
     log: list[str] = []
     if threads is None:
-        rows = harness._run_one(
-            cell.name, cell.kind, cell.inputs, cell.key, cell.dataset, meta, log.append
-        )
+        rows = run_one(cell.name, cell.kind, cell.inputs, cell.key, cell.dataset, meta, log.append)
     else:
         import torch
         from threadpoolctl import threadpool_limits
@@ -206,7 +204,7 @@ def run_cell(cell: Cell, runner: Any = None, threads: int | None = None) -> Cell
         torch.set_num_threads(int(threads))
         try:
             with threadpool_limits(limits=int(threads)):
-                rows = harness._run_one(
+                rows = run_one(
                     cell.name, cell.kind, cell.inputs, cell.key, cell.dataset, meta, log.append
                 )
         finally:
@@ -342,8 +340,6 @@ def run_cells(
     options.check()
     if options.resume and cell_dir is None:
         raise ValueError("resume needs an output folder (the finished cells are stored there)")
-    from moe_retriever.benchmark import harness
-
     for cell in cells:
         cell.fingerprint = fingerprint(cell)
     todo: list[Cell] = []
@@ -374,7 +370,7 @@ def run_cells(
                 progress.update(running=1)
                 finish(cell, run_cell(cell))
             return
-        runners = {c.name: harness._METHODS[c.name].runner for c in todo}
+        runners = {c.name: method_runner(c.name) for c in todo}
         events = (
             _local_pool(todo, options.jobs, runners)
             if options.backend == "local"
