@@ -78,7 +78,7 @@ def run_point(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
 
     from moe_retriever.completion.base import TrainingPool
     from moe_retriever.completion.support import (
-        SimilarSelector,
+        ConcatSimilarSelector,
         SupportingGroupSampler,
         combination_codes,
     )
@@ -115,7 +115,7 @@ def run_point(n: int, m: int, args: argparse.Namespace) -> dict[str, Any]:
     )
     pool = TrainingPool(list(x), x, obs)
     t0 = time.perf_counter()
-    selector = SimilarSelector(pool)
+    selector = ConcatSimilarSelector(pool)
     similar_build_s = time.perf_counter() - t0
     similar_mb = _mb(
         selector.z, selector.sq_norm, selector.codes, selector.observed_t, selector.observed_f

@@ -337,7 +337,7 @@ def test_training_on_miniacc_falls_back_only_for_empty_pools(
 
 def test_similar_selection_takes_the_top_k_pool_members_by_cosine() -> None:
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.support import SimilarSelector
+    from moe_retriever.completion.support import ConcatSimilarSelector
 
     g = torch.Generator().manual_seed(0)
     N, dims = 120, {"a": 4, "b": 3, "c": 5, "d": 2}
@@ -346,7 +346,7 @@ def test_similar_selection_takes_the_top_k_pool_members_by_cosine() -> None:
     x = {m: v * obs[:, j, None] for j, (m, v) in enumerate(x.items())}
     pool = TrainingPool(list(dims), x, obs)
     sampler = SupportingGroupSampler(obs, k=3)
-    sel = SimilarSelector(pool)
+    sel = ConcatSimilarSelector(pool)
     bobs = _observed(20, 4, seed=22, p=0.5)
     bx = {
         m: torch.randn(20, f, generator=g) * bobs[:, j, None]
@@ -464,7 +464,7 @@ def test_a_bounded_pool_cache_draws_the_same_groups() -> None:
 def test_similar_selection_in_chunks_equals_one_chunk() -> None:
     """Chunking the (pairs x N_train) matrices (for a large training pool) changes nothing."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.support import SimilarSelector
+    from moe_retriever.completion.support import ConcatSimilarSelector
 
     g = torch.Generator().manual_seed(5)
     N, dims = 200, {"a": 3, "b": 4, "c": 2}
@@ -478,8 +478,8 @@ def test_similar_selection_in_chunks_equals_one_chunk() -> None:
     codes = combination_codes(obs[:50])[b_idx]
     bx = {m: v[:50] for m, v in x.items()}
     exclude = b_idx.clone()  # training batch: the samples' own rows
-    one = SimilarSelector(pool).select(sampler, bx, b_idx, target, codes, exclude)
-    tiny = SimilarSelector(pool, chunk_entries=3 * N)  # 3 pairs per chunk
+    one = ConcatSimilarSelector(pool).select(sampler, bx, b_idx, target, codes, exclude)
+    tiny = ConcatSimilarSelector(pool, chunk_entries=3 * N)  # 3 pairs per chunk
     many = tiny.select(sampler, bx, b_idx, target, codes, exclude)
     assert torch.equal(one.index, many.index) and torch.equal(one.mask, many.mask)
     for k in one.counts:
@@ -584,7 +584,7 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
     group and no count, against the full-row path and against the pools of the sampler;
     fallbacks (empty pools), own rows and tiny pools included."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.support import SimilarSelector
+    from moe_retriever.completion.support import ConcatSimilarSelector
 
     g = torch.Generator().manual_seed(7)
     N, M = 600, 8
@@ -603,10 +603,10 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
     codes = combination_codes(bobs)[b_idx]
     bx = {m: v[:120] for m, v in x.items()}
     exclude = b_idx.clone() if with_exclude else None
-    full = SimilarSelector(pool, compact_fraction=0.0).select(
+    full = ConcatSimilarSelector(pool, compact_fraction=0.0).select(
         sampler, bx, b_idx, target, codes, exclude
     )
-    compact = SimilarSelector(pool, compact_fraction=1.0, chunk_entries=2000).select(
+    compact = ConcatSimilarSelector(pool, compact_fraction=1.0, chunk_entries=2000).select(
         sampler, bx, b_idx, target, codes, exclude
     )
     assert torch.equal(full.index, compact.index) and torch.equal(full.mask, compact.mask)
@@ -629,7 +629,7 @@ def test_similar_selection_over_compacted_candidates_equals_full_rows(with_exclu
 def test_similar_selection_is_float32_under_autocast() -> None:
     """Mixed precision (bf16 autocast) must not change which rows are selected."""
     from moe_retriever.completion.base import TrainingPool
-    from moe_retriever.completion.support import SimilarSelector
+    from moe_retriever.completion.support import ConcatSimilarSelector
 
     g = torch.Generator().manual_seed(9)
     dims = {"a": 5, "b": 3, "c": 4}
@@ -638,7 +638,7 @@ def test_similar_selection_is_float32_under_autocast() -> None:
         m: torch.randn(300, f, generator=g) * obs[:, j, None]
         for j, (m, f) in enumerate(dims.items())
     }
-    sel = SimilarSelector(TrainingPool(list(dims), x, obs))
+    sel = ConcatSimilarSelector(TrainingPool(list(dims), x, obs))
     sampler = SupportingGroupSampler(obs, k=4)
     b_idx, target = (~obs[:60]).nonzero(as_tuple=True)
     codes = combination_codes(obs[:60])[b_idx]

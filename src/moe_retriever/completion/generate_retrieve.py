@@ -68,6 +68,7 @@ class GenerateRetrieveCompletion(MoERetrieverCompletion):
         tile: int = 128,
         residual: bool = True,
         support_select: str = "similar",
+        similar_index: str = "auto",
         # the generated member
         generated_weight: float = 1.0 / 3.0,
         # the generator (mfm's options)
@@ -110,6 +111,7 @@ class GenerateRetrieveCompletion(MoERetrieverCompletion):
             tile=tile,
             residual=residual,
             support_select=support_select,
+            similar_index=similar_index,
         )
         if not 0.0 <= generated_weight <= 1.0:
             raise ValueError(

@@ -5,9 +5,12 @@ METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
    (:mod:`moe_retriever.completion.support`); their modality-m inputs are encoded once per batch
    (each distinct training row once) with the model's own encoder of m. ``support_select``:
-   ``"similar"`` (default) takes the k = 5 pool members whose standardized raw inputs of the
-   sample's observed modalities are closest in cosine to the sample's (deterministic, one group
-   per pair; :class:`~.support.SimilarSelector`); ``"random"`` draws them uniformly from the
+   ``"similar"`` (default) takes the k = 5 pool members whose standardized raw inputs are
+   closest to the sample's by the sum of per-modality cosines over the sample's observed
+   modalities (deterministic, one group per pair, searched in a faiss index built once per
+   training pool, ``similar_index`` auto | exact | ivf; :mod:`.support.index`);
+   ``"similar-concat"`` is the selection before issue 24 (one cosine over the concatenated
+   inputs, exact, linear in N_train per batch); ``"random"`` draws them uniformly from the
    pool as METHOD.md step 1 and the reference code do (k = |O_i| there: ``k=None``). Why the
    default differs from the reference: docs/METHOD_NOTES.md ("Similarity-chosen supporting
    groups") and docs/SYNTHETIC_RETRIEVAL.md;
@@ -107,9 +110,10 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         tile: int = 128,
         residual: bool = True,
         support_select: str = "similar",
+        similar_index: str = "auto",
     ) -> None:
         Completion.__init__(self, modalities, n_tokens, dim)
-        self._init_sampling(k, eval_draws, seed, support_select)
+        self._init_sampling(k, eval_draws, seed, support_select, similar_index)
         if routing not in ("pooled", "tokens"):
             raise ValueError(f"routing must be 'pooled' or 'tokens', got {routing!r}")
         if pooling not in ("fixed", "attention"):

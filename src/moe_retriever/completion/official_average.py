@@ -40,13 +40,15 @@ class OfficialAverageCompletion(SupportSampling, Completion):
         eval_draws: int = 1,
         seed: int = 0,
         support_select: str = "random",
+        similar_index: str = "auto",
     ) -> None:
         """``eval_draws`` defaults to 1:
         the research code draws one supporting group per sample at evaluation, and this method
         is the authors'-behaviour baseline (``completion.eval_draws`` sets it explicitly).
-        ``support_select``: "random" (the authors') or "similar" (as in moe-retriever)."""
+        ``support_select``: "random" (the authors') or "similar" / "similar-concat" (as in
+        moe-retriever; ``similar_index`` picks the index kind of "similar")."""
         Completion.__init__(self, modalities, n_tokens, dim)
-        self._init_sampling(k, eval_draws, seed, support_select)
+        self._init_sampling(k, eval_draws, seed, support_select, similar_index)
         self.support_weight = support_weight
 
     def complete(

@@ -29,8 +29,12 @@ Modules, each one concept:
   ``code_bits``) and ``hash_uniform``, the counter-based hash behind evaluation draws;
 * :mod:`.pools`: :class:`SupportingGroupSampler`, the pools (layout, on-demand cache, subcube
   draws) and the random draws of :class:`SupportDraw` groups from them;
-* :mod:`.similar`: ``support_select="similar"``, :class:`SimilarSelector` (the k most similar
-  pool members) and :func:`top_k_stable`;
+* :mod:`.index`: ``support_select="similar"`` (the default), :class:`SimilarIndex` (a faiss
+  index of the pool whose inverted lists are the observed-modality combinations) and
+  :class:`SimilarSelector` (the k pool members with the highest sum of per-modality cosines);
+* :mod:`.similar`: ``support_select="similar-concat"``, :class:`ConcatSimilarSelector` (the
+  exact selection by one cosine over the concatenated inputs, the default before issue 24)
+  and :func:`top_k_stable`;
 * :mod:`.encoding`: the members' encoder tokens (:func:`encode_support_unique`,
   :func:`encode_support`) and the fixed pooling weights (:func:`member_weights`);
 * :mod:`.sampling`: :class:`SupportSampling`, the mixin that gives a completion method its
@@ -48,17 +52,26 @@ from moe_retriever.completion.support.encoding import (
     encode_support_unique,
     member_weights,
 )
+from moe_retriever.completion.support.index import (
+    INDEX_KINDS,
+    SimilarIndex,
+    SimilarSelector,
+    select_similar,
+)
 from moe_retriever.completion.support.pools import SupportDraw, SupportingGroupSampler
 from moe_retriever.completion.support.sampling import SupportSampling
 from moe_retriever.completion.support.similar import (
     SUPPORT_SELECT,
-    SimilarSelector,
+    ConcatSimilarSelector,
     top_k_stable,
 )
 
 __all__ = [
+    "INDEX_KINDS",
     "MAX_MODALITIES",
     "SUPPORT_SELECT",
+    "ConcatSimilarSelector",
+    "SimilarIndex",
     "SimilarSelector",
     "SupportDraw",
     "SupportSampling",
@@ -69,5 +82,6 @@ __all__ = [
     "encode_support_unique",
     "hash_uniform",
     "member_weights",
+    "select_similar",
     "top_k_stable",
 ]

@@ -7,8 +7,9 @@ from torch import Tensor
 
 from moe_retriever.completion.base import CompletionContext, TrainingPool
 from moe_retriever.completion.support.codes import combination_codes
+from moe_retriever.completion.support.index import INDEX_KINDS, SimilarSelector
 from moe_retriever.completion.support.pools import SupportDraw, SupportingGroupSampler
-from moe_retriever.completion.support.similar import SUPPORT_SELECT, SimilarSelector
+from moe_retriever.completion.support.similar import SUPPORT_SELECT, ConcatSimilarSelector
 
 
 class SupportSampling:
@@ -23,9 +24,15 @@ class SupportSampling:
     eval_draws: int
     seed: int
     support_select: str
+    similar_index: str
 
     def _init_sampling(
-        self, k: int | None, eval_draws: int, seed: int, support_select: str = "random"
+        self,
+        k: int | None,
+        eval_draws: int,
+        seed: int,
+        support_select: str = "random",
+        similar_index: str = "auto",
     ) -> None:
         if eval_draws < 1:
             raise ValueError(f"eval_draws must be >= 1, got {eval_draws}")
@@ -33,6 +40,9 @@ class SupportSampling:
             raise ValueError(
                 f"support_select must be one of {SUPPORT_SELECT}, got {support_select!r}"
             )
+        if similar_index not in INDEX_KINDS:
+            raise ValueError(f"similar_index must be one of {INDEX_KINDS}, got {similar_index!r}")
+        self.similar_index = similar_index
         self.support_k = k
         self.eval_draws = int(eval_draws)
         self.seed = int(seed)
@@ -66,9 +76,18 @@ class SupportSampling:
                 'support_select="similar" compares raw inputs: the completion context needs '
                 "the batch's inputs (context.x); MultimodalClassifier passes them"
             )
-        selector = pool.cache.get("similar")
-        if selector is None:  # one standardized copy per pool, shared by the models using it
-            selector = pool.cache["similar"] = SimilarSelector(pool)
+        key = (
+            "similar-concat"
+            if self.support_select == "similar-concat"
+            else f"similar:{self.similar_index}"
+        )
+        selector = pool.cache.get(key)
+        if selector is None:  # built once per pool, shared by the models drawing from it
+            if self.support_select == "similar-concat":
+                selector = ConcatSimilarSelector(pool)
+            else:
+                selector = SimilarSelector(pool, kind=self.similar_index)
+            pool.cache[key] = selector
         exclude = None
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(b_idx.device)[b_idx]
@@ -92,7 +111,7 @@ class SupportSampling:
         sampler = self.sampler_for(context.pool)
         b_idx, m_idx = (~observed).nonzero(as_tuple=True)
         codes = combination_codes(observed)[b_idx]
-        if self.support_select == "similar":  # deterministic: one group per pair
+        if self.support_select != "random":  # similar: deterministic, one group per pair
             return b_idx, m_idx, codes, self._select_similar(context, b_idx, m_idx, codes), 1
         R = 1 if context.training else self.eval_draws
         keys = None
