@@ -393,8 +393,14 @@ def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
     obs = _observed(30, 3, seed=5, p=0.6)
     x = {m: torch.randn(30, d) * obs[:, j, None] for j, (m, d) in enumerate(dims.items())}
     cfg = ModelConfig(n_tokens=2, dim=8, n_heads=2, head_hidden=8)
-    for method in ("moe-retriever", "official-average"):
-        model = MultimodalClassifier(dims, 2, cfg, method, {"support_select": "similar"})
+    variants = [
+        ("moe-retriever", {"support_select": "similar"}),
+        ("moe-retriever", {"support_select": "similar", "similar_index": "ivf"}),
+        ("moe-retriever", {"support_select": "similar-concat"}),
+        ("official-average", {"support_select": "similar"}),
+    ]
+    for method, options in variants:
+        model = MultimodalClassifier(dims, 2, cfg, method, options)
         model.set_training_pool(x, obs)
         for train in (True, False):
             model.train(train)
@@ -408,6 +414,8 @@ def test_similar_selection_runs_in_the_model_and_is_validated() -> None:
         assert torch.equal(a, b)
         with pytest.raises(ValueError, match="support_select"):
             MultimodalClassifier(dims, 2, cfg, method, {"support_select": "nearest"})
+        with pytest.raises(ValueError, match="similar_index"):
+            MultimodalClassifier(dims, 2, cfg, method, {"similar_index": "hnsw"})
 
 
 def test_top_k_stable_equals_the_stable_sort_with_ties() -> None:

@@ -200,19 +200,36 @@ class SimilarIndex:
     def _lists(self, q: np.ndarray, need: np.ndarray) -> list[np.ndarray]:
         """Per query, the inverted lists to scan: those of the codes containing ``need`` (and,
         in ivf mode, of the ``nprobe`` cells whose centroids score highest against it)."""
-        sup = (self.uc[None, :] & need[:, None]) == need[:, None]
+        sup = [self._superset_codes(int(c)) for c in need]
         if self.n_cells == 1:  # list i is code i
-            return [np.nonzero(s)[0] for s in sup]
+            return sup
         assert self.centroids is not None
         top = np.argsort(-(q @ self.centroids.T), axis=1, kind="stable")[:, : self.nprobe]
         out = []
         for s, cells in zip(sup, top, strict=True):
-            keys = (np.nonzero(s)[0][:, None] * self.n_cells + np.sort(cells)[None, :]).ravel()
+            keys = (s[:, None] * self.n_cells + np.sort(cells)[None, :]).ravel()
             pos = np.searchsorted(self.list_keys, keys)
             ok = pos < len(self.list_keys)
             ok[ok] = self.list_keys[pos[ok]] == keys[ok]
             out.append(pos[ok])
         return out
+
+    def _superset_codes(self, need: int) -> np.ndarray:
+        """Ascending indices (into ``uc``) of the occurring codes that contain ``need``: the
+        2^free supersets enumerated and looked up when there are fewer of them than occurring
+        codes (the common case with many modalities), else one test over the occurring codes."""
+        free = [j for j in range(self.n_modalities) if not (need >> j) & 1]
+        if (1 << len(free)) > len(self.uc):
+            return np.nonzero((self.uc & need) == need)[0]
+        r = np.arange(1 << len(free), dtype=np.int64)
+        cand = np.full(r.shape, need, dtype=np.int64)
+        for i, j in enumerate(free):  # deposit bit i of r at modality j
+            cand |= ((r >> i) & 1) << j
+        cand.sort()
+        pos = np.searchsorted(self.uc, cand)
+        ok = pos < len(self.uc)
+        ok[ok] = self.uc[pos[ok]] == cand[ok]
+        return pos[ok]
 
     def search(self, q: np.ndarray, need: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` training rows by inner product with each query among the rows whose code
