@@ -173,3 +173,31 @@ def test_bad_kind() -> None:
     x, obs = _data(n=20)
     with pytest.raises(ValueError, match="kind"):
         SimilarIndex(x, obs, kind="hnsw")
+
+
+def test_capped_search_subsamples_inside_the_pool() -> None:
+    """``max_scan`` (training's cap): no effect when the candidate sets are smaller; when it
+    binds, members stay in the pool, groups are still full and the result is deterministic."""
+    x, obs = _data(n=3000, dims=(2,) * 8, p=0.5, seed=1)
+    index = SimilarIndex(x, obs, kind="exact")
+    rows = torch.arange(0, 200)
+    b, t, codes = _pairs(obs, rows, hide=0.3)
+    xb = {m: v[rows] for m, v in x.items()}
+    full = select_similar(index, xb, b, t, codes, 5, rows[b])
+    same = select_similar(index, xb, b, t, codes, 5, rows[b], max_scan=10**9)
+    np.testing.assert_array_equal(full.rows, same.rows)
+    capped = select_similar(index, xb, b, t, codes, 5, rows[b], max_scan=200)
+    assert (capped.rows != full.rows).any()  # the cap binds on this data
+    for p in range(len(b)):
+        need = int(codes[p]) | (1 << int(t[p]))
+        got = capped.rows[p][capped.rows[p] >= 0]
+        if not capped.empty[p]:
+            assert all((index.codes[r] & need) == need for r in got)
+    need = (obs.long() << torch.arange(8)).sum(1).numpy()[:50] & 0b11  # large candidate sets
+    lists = index._lists(np.zeros((50, index.dim), np.float32), need)
+    cand, _ = index.search(np.zeros((50, index.dim), np.float32), need, 5, max_scan=200)
+    assert (cand >= 0).all()
+    kept = [int(index.list_size[li].sum()) for li in lists]
+    assert min(kept) > 200  # uncapped they exceed the cap
+    again, _ = index.search(np.zeros((50, index.dim), np.float32), need, 5, max_scan=200)
+    np.testing.assert_array_equal(cand, again)  # deterministic

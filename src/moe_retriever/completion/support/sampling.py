@@ -92,7 +92,9 @@ class SupportSampling:
         if context.training and context.pool_index is not None:
             exclude = context.pool_index.to(b_idx.device)[b_idx]
         sampler = self.sampler_for(pool)
-        return selector.select(sampler, context.x or {}, b_idx, m_idx, codes, exclude)
+        return selector.select(
+            sampler, context.x or {}, b_idx, m_idx, codes, exclude, training=context.training
+        )
 
     def draw_pairs(
         self, observed: Tensor, context: CompletionContext

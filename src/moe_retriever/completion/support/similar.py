@@ -118,6 +118,7 @@ class ConcatSimilarSelector:
         target: Tensor,
         codes: Tensor,
         exclude: Tensor | None = None,
+        training: bool = False,
     ) -> SupportDraw:
         """Groups of the top-k most similar members of each pair's pool (see the class).
 
@@ -126,7 +127,8 @@ class ConcatSimilarSelector:
         whole observed set (its candidates) are compacted when they are at most
         ``compact_fraction`` of the pool: the per-pair masking and top-k then run over the
         candidates only (at M = 16 a sample observing 8 modalities has ~N / 256 of them), with
-        the same values and the same tie rule (candidates keep the ascending row order)."""
+        the same values and the same tie rule (candidates keep the ascending row order).
+        ``training`` changes nothing here (the interface of :class:`.index.SimilarSelector`)."""
         dev = target.device
         n = target.shape[0]
         k_i = sampler.group_sizes(codes)
