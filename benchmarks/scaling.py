@@ -13,10 +13,12 @@ combinations occur, the hardest case for the pools) and measures
   batch, which builds its pools, and the median of the next ``--draws`` batches (new keys
   still build their pools); ``cache_mb`` the pool cache afterwards (bounded by
   ``max_segments``);
-* ``similar_build_s`` / ``similar_s``: the default ``support_select="similar"``: the
-  standardized copy of the pool (``similar_mb``) and the median of three selections for a
-  batch of ``--similar-batch`` samples (a similarity row over all N training rows per sample:
-  time per batch linear in N by construction);
+* ``similar_build_s`` / ``similar_s``: ``support_select="similar-concat"`` (the exact
+  selection that was the default before issue 24): the standardized copy of the pool
+  (``similar_mb``) and the median of three selections for a batch of ``--similar-batch``
+  samples (a similarity row over all N training rows per sample: time per batch linear in N
+  by construction). The default ``"similar"`` (the faiss index) is measured by
+  ``similar_index.py``;
 * ``peak_rss_mb``: the child's peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``) at the
   end, ``base_rss_mb`` the same right after the imports (Python + torch), so
   ``peak_rss_mb - base_rss_mb`` is what the point added.
@@ -25,7 +27,8 @@ The fitted exponents (slope of log time / log memory against log N, per M, over 
 printed and saved: 1 = linear in N.
 
 Epoch (``--epoch``): one full epoch (every training sample once, retrieval on from the first
-step, random supporting groups) on a generated N = 10^6, M = 16, F = 8 data set (same
+step, random supporting groups, or with ``--epoch-select similar`` the default similar
+groups from the faiss index) on a generated N = 10^6, M = 16, F = 8 data set (same
 missingness) with a small model (P = 2 tokens of width 16), through the library's data path
 (TensorSet, the data module's loader) and model with a plain Adam loop; reports the epoch's
 wall time, steps and peak RSS (progress lines on stderr while it runs).
