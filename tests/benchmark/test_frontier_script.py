@@ -41,9 +41,9 @@ def test_speed_flags_default_to_the_library_and_override(tmp_path) -> None:
 def test_frontier_reports_ratios_sections_and_work(tmp_path) -> None:
     out = tmp_path / "frontier.json"
     frontier = _module("frontier")
+    only = ["--only", "P4-D64", "floor-P4-D64-k1-rd0-C1-S0-top1"]
     frontier.main(
-        ["--n", "150", "--rounds", "1", "--batch", "8", "--threads", "1", "--out", str(out)]
-        + ["--only", "P4-D64", "floor-P4-D64-k1-rd0-C1-S0-top1"]
+        ["--n", "150", "--rounds", "1", "--batch", "8", "--threads", "1", "--out", str(out), *only]
     )
     rows = json.loads(out.read_text())["rows"]
     assert set(rows) == {"P4-D64", "floor-P4-D64-k1-rd0-C1-S0-top1"}
