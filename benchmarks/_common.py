@@ -131,3 +131,87 @@ def make_step(
         return time.perf_counter() - t0
 
     return step
+
+
+# ---------------------------------------------------------------- the cost knobs of a model
+#: ModelConfig fields the speed benchmarks take as flags (``--n-tokens`` ...), default: the
+#: library's ``ModelConfig()``
+MODEL_KNOBS: tuple[str, ...] = (
+    "n_tokens",
+    "dim",
+    "encoder",
+    "encoder_hidden",
+    "n_heads",
+    "head_hidden",
+    "retrieval_dropout",
+)
+#: options of the moe-retriever completion taken as flags (``--support-k`` is its ``k``),
+#: default: the moe-retriever preset's (its options over the class's signature defaults)
+RETRIEVER_KNOBS: tuple[str, ...] = (
+    "k",
+    "support_select",
+    "n_candidates",
+    "n_shared",
+    "top_k",
+    "expert_hidden",
+)
+
+
+def retriever_defaults() -> dict[str, Any]:
+    """The moe-retriever completion's options as the library builds it by default: the
+    ``moe-retriever`` preset's completion options over ``MoERetrieverCompletion``'s own
+    signature defaults (read, not copied, so a change of either shows here)."""
+    import inspect
+
+    from moe_retriever.completion.moe_retriever import MoERetrieverCompletion
+    from moe_retriever.presets import get_preset
+
+    sig = inspect.signature(MoERetrieverCompletion.__init__)
+    out = {
+        name: p.default
+        for name, p in sig.parameters.items()
+        if name in RETRIEVER_KNOBS and p.default is not inspect.Parameter.empty
+    }
+    out.update(
+        {k: v for k, v in get_preset("moe-retriever").completion_options.items() if k in out}
+    )
+    return out
+
+
+def add_model_args(p: Any) -> None:
+    """``--n-tokens``, ``--dim``, ... (MODEL_KNOBS) and ``--support-k``, ``--n-candidates``,
+    ... (RETRIEVER_KNOBS) on an argparse parser, each defaulting to the library's value."""
+    from moe_retriever.architecture import ModelConfig
+
+    cfg = ModelConfig()
+    for name in MODEL_KNOBS:
+        value = getattr(cfg, name)
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(value),
+            default=value,
+            help=f"ModelConfig.{name} (default: the library's, {value})",
+        )
+    for name, value in retriever_defaults().items():
+        flag = "--support-k" if name == "k" else "--" + name.replace("_", "-")
+        p.add_argument(
+            flag,
+            dest="retriever_" + name,
+            type=_none_or(int) if name in ("k", "expert_hidden") else type(value),
+            default=value,
+            help=f"moe-retriever completion option {name} (default: the library's, {value})",
+        )
+
+
+def _none_or(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    return parse
+
+
+def model_settings(args: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ModelConfig overrides, moe-retriever options) from ``add_model_args``' flags."""
+    model = {name: getattr(args, name) for name in MODEL_KNOBS}
+    retriever = {name: getattr(args, "retriever_" + name) for name in retriever_defaults()}
+    return model, retriever

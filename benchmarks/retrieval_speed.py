@@ -1,9 +1,14 @@
 """Training-step throughput of retrieval: batched vs per-sample loop vs zero fill (issue 3).
 
-The same model (P=16, D=128, default ModelConfig, moe-retriever C=8, S=4, top-k 4) is trained
-on the same synthetic data (N=4000, 5 modalities of 64-256 features, 50% of (sample, modality)
-pairs missing, batch 64) three ways, interleaved round by round in one process so that machine
-load hits all three alike:
+The same model (the library defaults: ``ModelConfig()`` and the moe-retriever preset's
+completion options, read at run time: P=16, D=128, MLP encoder of hidden width 256, retrieval
+dropout 0.3, similar supporting groups of k=5, C=8 candidates + S=4 shared experts, top-4;
+every one of them can be overridden: ``--n-tokens``, ``--dim``, ``--encoder-hidden``,
+``--retrieval-dropout``, ``--support-k``, ``--n-candidates``, ``--n-shared``, ``--top-k``, ...)
+is trained on the same synthetic data (N=4000, 5 modalities of 64-256 features, 50% of
+(sample, modality) pairs missing, batch 64; the library's training batch is 16, ``--batch``)
+three ways, interleaved round by round in one process so that machine load hits all three
+alike:
 
 * ``batched``: our retriever, all missing pairs of a batch at once;
 * ``per_sample_loop``: the same retriever modules called once per missing (sample, modality)
@@ -39,7 +44,14 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import LoopCompletion, count_cpu_attention_flops, make_step, synthetic
+from _common import (
+    LoopCompletion,
+    add_model_args,
+    count_cpu_attention_flops,
+    make_step,
+    model_settings,
+    synthetic,
+)
 
 from moe_retriever.model import ModelConfig, MultimodalClassifier
 
@@ -51,17 +63,13 @@ def measure(routing: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     x, obs, y = synthetic(args.n, DIMS, args.missing_rate, seed=args.seed, device=args.device)
     dims = {m: v.shape[1] for m, v in x.items()}
+    model_cfg, retriever_cfg = model_settings(args)
     model = MultimodalClassifier(
         dims,
         4,
-        ModelConfig(
-            n_tokens=16,
-            dim=128,
-            encoder=args.encoder,
-            retrieval_dropout=args.retrieval_dropout,
-        ),
+        ModelConfig(**model_cfg),
         "moe-retriever",
-        {"routing": routing, "dispatch": args.dispatch, "seed": args.seed},
+        {**retriever_cfg, "routing": routing, "dispatch": args.dispatch, "seed": args.seed},
     ).to(args.device)
     model.set_training_pool(x, obs)
     model.train()
@@ -140,18 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--dispatch", default="tiles", choices=["tiles", "padded", "loop"], help="MoE dispatch"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    p.add_argument(
-        "--encoder",
-        default=ModelConfig.encoder,
-        help=f"built-in encoder (default: the library's, {ModelConfig.encoder})",
-    )
-    p.add_argument(
-        "--retrieval-dropout",
-        type=float,
-        default=ModelConfig.retrieval_dropout,
-        help="training self-supervision: share of observed entries hidden and retrieved "
-        f"(default: the library's, {ModelConfig.retrieval_dropout}; 0 = the retrieval alone)",
-    )
+    add_model_args(p)  # --n-tokens, --dim, --encoder, ..., --support-k, --n-candidates, ...
     p.add_argument(
         "--precision",
         default="32-true",
@@ -179,12 +176,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "dims": DIMS,
             "missing_rate": args.missing_rate,
             "batch": args.batch,
-            "n_tokens": 16,
-            "dim": 128,
-            "experts": "C=8 per modality, S=4 shared, top_k=4",
+            "model": model_settings(args)[0],
+            "retriever": model_settings(args)[1],
             "dispatch": args.dispatch,
-            "encoder": args.encoder,
-            "retrieval_dropout": args.retrieval_dropout,
             "steps": args.steps,
             "device": args.device,
             "device_name": torch.cuda.get_device_name(args.device)
