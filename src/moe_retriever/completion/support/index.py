@@ -396,8 +396,8 @@ class SimilarSelector:
     (:meth:`SimilarIndex.search`). Training hides observed entries (``retrieval_dropout``), so
     its queries have fewer modalities and far larger candidate sets than evaluation's: at
     N = 10^6 x M = 16 a batch of 1,024 scanned 47 M rows (5.9 s) uncapped. Evaluation is never
-    capped. With fewer than ``train_max_scan`` training rows (every data set of docs/RESULTS.md)
-    the cap cannot bind and training groups are exact too.
+    capped. With at most ``train_max_scan`` training rows the cap cannot bind and training
+    groups are exact too.
     """
 
     def __init__(
