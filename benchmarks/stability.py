@@ -14,7 +14,9 @@ Datasets (the missing rate is added with the harness's simulator, ``prepare_run`
   :data:`DATASET_OVERRIDES` (``model.n_tokens=4 model.dim=64 train.batch_size=64
   train.epochs=15 train.warmup_epochs=3 train.patience=5``), applied after the variant's
   overrides;
-* ``synthetic``: ``load_dataset("synthetic")`` (600 samples, 4 modalities), added rate 0.5.
+* ``synthetic``: ``load_dataset("synthetic")`` (600 samples, 4 modalities), added rate 0.5;
+* ``smart``, ``support2``: the real cohorts of the ``cohorts`` extra, natural missingness, the
+  library config.
 
 Variants: ``before`` is the defaults of main at commit 11549f8 written out as explicit
 overrides (so it stays reproducible after the defaults change), ``after`` the library defaults
@@ -88,6 +90,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "train.monitor": "val_loss",
     },
     "ensemble=3": {**BEFORE, "train.ensemble": 3},
+    # the library defaults before issue 22 made the model smaller (docs/DEFAULTS.md section 9)
+    "P16-D128-k5": {
+        "model.n_tokens": 16,
+        "model.dim": 128,
+        "completion.k": 5,
+        "train.batch_size": 16,
+    },
     "balanced": {**BEFORE, "train.class_weights": "balanced"},
     "k=5": {**BEFORE, "completion.k": 5},
     "regularised": {
@@ -103,6 +112,9 @@ DATASETS: dict[str, tuple[dict[str, Any], float]] = {
     "miniacc": ({}, 0.0),
     "mfeat": ({}, 0.5),
     "synthetic": ({}, 0.5),
+    # the real cohorts (pip install -e '.[cohorts]'), natural missingness
+    "smart": ({}, 0.0),
+    "support2": ({}, 0.0),
 }
 DATASET_OVERRIDES: dict[str, dict[str, Any]] = {"mfeat": dict(MFEAT_FAST)}
 

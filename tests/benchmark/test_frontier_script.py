@@ -30,7 +30,7 @@ def test_speed_flags_default_to_the_library_and_override(tmp_path) -> None:
     cfg = json.loads(out.read_text())["config"]
     lib = ModelConfig()
     assert cfg["model"]["n_tokens"] == lib.n_tokens and cfg["model"]["dim"] == lib.dim
-    assert cfg["retriever"]["k"] == 5 and cfg["retriever"]["support_select"] == "similar"
+    assert cfg["retriever"]["k"] == 3 and cfg["retriever"]["support_select"] == "similar"
     small = ["--n-tokens", "2", "--dim", "8", "--support-k", "2", "--top-k", "1"]
     _module("retrieval_speed").main([*args, "--routing", "pooled", *small, "--out", str(out)])
     cfg = json.loads(out.read_text())["config"]

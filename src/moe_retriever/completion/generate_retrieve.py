@@ -55,7 +55,7 @@ class GenerateRetrieveCompletion(MoERetrieverCompletion):
         n_shared: int = 4,
         top_k: int = 4,
         n_heads: int = 4,
-        k: int | None = 5,
+        k: int | None = 3,
         routing: str = "pooled",
         pooling: str = "fixed",
         support_weight: float = 0.5,

@@ -5,7 +5,7 @@ METHOD.md steps 1-6, for ALL (sample, missing modality) pairs of a batch at once
 1. supporting group: k training samples from the pool of (target m, observed set O_i)
    (:mod:`moe_retriever.completion.support`); their modality-m inputs are encoded once per batch
    (each distinct training row once) with the model's own encoder of m. ``support_select``:
-   ``"similar"`` (default) takes the k = 5 pool members whose standardized raw inputs are
+   ``"similar"`` (default) takes the k = 3 pool members whose standardized raw inputs are
    closest to the sample's by the sum of per-modality cosines over the sample's observed
    modalities (deterministic, one group per pair, searched in a faiss index built once per
    training pool, ``similar_index`` auto | exact | ivf; :mod:`.support.index`);
@@ -97,7 +97,7 @@ class MoERetrieverCompletion(SupportSampling, Completion):
         n_shared: int = 4,
         top_k: int = 4,
         n_heads: int = 4,
-        k: int | None = 5,
+        k: int | None = 3,
         routing: str = "pooled",
         pooling: str = "fixed",
         support_weight: float = 0.5,

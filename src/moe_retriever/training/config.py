@@ -72,6 +72,17 @@ class OptimConfig:
     weight_decay: float = 0.0
 
 
+#: ``train.batch_size: auto``: SMALL_BATCH below AUTO_BATCH_ROWS training samples, else LARGE_BATCH
+SMALL_BATCH, LARGE_BATCH, AUTO_BATCH_ROWS = 16, 64, 1000
+
+
+def resolve_batch_size(batch_size: int | str, n_train: int) -> int:
+    """The training batch size of ``train.batch_size`` for ``n_train`` training samples."""
+    if batch_size == "auto":
+        return SMALL_BATCH if n_train < AUTO_BATCH_ROWS else LARGE_BATCH
+    return int(batch_size)
+
+
 @dataclass
 class TrainerConfig:
     """Schedule and model selection.
@@ -106,7 +117,7 @@ class TrainerConfig:
 
     epochs: int = 30
     warmup_epochs: int = 5
-    batch_size: int = 16
+    batch_size: int | Literal["auto"] = "auto"
     patience: int | None = 10
     monitor: str = "val_loss"
     class_weights: Literal["none", "balanced"] = "none"
@@ -215,7 +226,7 @@ class TrainConfig:
             raise ValueError(f"train.epochs must be >= 1, got {t.epochs}")
         if t.warmup_epochs < 0:
             raise ValueError(f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}")
-        if t.batch_size < 1:
+        if t.batch_size != "auto" and t.batch_size < 1:
             raise ValueError(f"train.batch_size must be >= 1, got {t.batch_size}")
         if t.patience is not None and t.patience < 1:
             raise ValueError(f"train.patience must be >= 1 or null, got {t.patience}")

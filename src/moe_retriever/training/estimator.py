@@ -13,7 +13,8 @@
 The constructor only stores settings; ``fit`` sets the fitted attributes (ending in ``_``):
 ``model_`` (the ``MultimodalClassifier``), ``preprocessor_`` (fitted on ``train`` only),
 ``config_`` (the resolved ``TrainConfig``), ``classes_``, ``modalities_``, ``dims_``,
-``history_`` (one dict per epoch), ``best_epoch_``, ``n_dropped_``.
+``history_`` (one dict per epoch), ``best_epoch_``, ``n_dropped_``, ``batch_size_`` (the training
+batch size, ``train.batch_size: auto`` resolved).
 
 ``train.ensemble: N`` (N > 1) fits N members on the same data: member 0 with ``seed`` (its
 model, history and best epoch are this estimator's ``model_``, ``history_``, ``best_epoch_``),
@@ -63,7 +64,7 @@ from moe_retriever.training.callbacks import (
     WarmupEarlyStopping,
     checkpoint_callback,
 )
-from moe_retriever.training.config import TrainConfig, resolve_key
+from moe_retriever.training.config import TrainConfig, resolve_batch_size, resolve_key
 from moe_retriever.training.datamodule import MultimodalDataModule, TensorSet, eval_loader
 from moe_retriever.training.module import (
     ClassifierModule,
@@ -409,10 +410,11 @@ class MoERetrieverClassifier:
             module = ClassifierModule(
                 model, cfg, self.seed, weights, list(train.class_names), log_prior=log_prior
             )
+            batch_size = resolve_batch_size(cfg.train.batch_size, len(train_t))
             dm = MultimodalDataModule(
                 train_t,
                 val_t,
-                batch_size=cfg.train.batch_size,
+                batch_size=batch_size,
                 seed=self.seed,
                 eval_batch_size=cfg.runtime.eval_batch_size,
                 num_workers=cfg.runtime.num_workers,
@@ -468,6 +470,7 @@ class MoERetrieverClassifier:
         self.best_epoch_ = best_epoch
         self.n_dropped_ = n_dropped
         self.pool_size_ = int(train_t.observed.shape[0])
+        self.batch_size_ = batch_size
         self.device_ = torch.device("cuda" if _use_cuda(cfg) else "cpu")
         self.class_log_prior_: Tensor | None = log_prior
         self.extra_members_: list[MoERetrieverClassifier] = []

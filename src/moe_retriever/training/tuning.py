@@ -16,7 +16,7 @@ method gets), kept small on purpose:
 
 * every deep method: ``optim.lr`` log-uniform in [1e-4, 3e-3]; ``optim.weight_decay`` in
   {0, 1e-5, 1e-4, 1e-3}; ``model.dropout`` in {0, 0.1, 0.2, 0.3}; ``model.dim`` in {64, 128}
-  (the values that are multiples of ``model.n_heads``); ``model.n_tokens`` in {8, 16};
+  (the values that are multiples of ``model.n_heads``); ``model.n_tokens`` in {4, 8, 16};
   ``train.class_weights`` in {none, balanced};
 * options of the method's parts, only where the part takes them (the benchmark's
   :func:`~moe_retriever.presets.applicable_options` decides): the ``moe-retriever`` and
@@ -106,7 +106,7 @@ SEARCH_SPACE: tuple[Param, ...] = (
     Param("optim.weight_decay", choices=(0.0, 1e-5, 1e-4, 1e-3)),
     Param("model.dropout", choices=(0.0, 0.1, 0.2, 0.3)),
     Param("model.dim", choices=(64, 128)),
-    Param("model.n_tokens", choices=(8, 16)),
+    Param("model.n_tokens", choices=(4, 8, 16)),
     Param("train.class_weights", choices=("none", "balanced")),
 )
 

@@ -1,0 +1,63 @@
+"""benchmarks/cohort_bar.py: each criterion of the real-cohort bar is decided from results.csv."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc")
+
+
+def _bar():
+    spec = importlib.util.spec_from_file_location("cohort_bar", BENCH / "cohort_bar.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _folder(tmp: Path, name: str, offsets: dict[str, float]) -> Path:
+    """results.csv of three methods over 6 seeds; ``offsets``: method -> shift over lr."""
+    rows = []
+    for seed in range(6):
+        for metric in METRICS:
+            base = 0.6 + 0.01 * ((seed * 7) % 5)
+            for method, shift in offsets.items():
+                noise = 0.002 * ((seed + len(method)) % 3 - 1)
+                value = base + shift + (noise if method != "lr-late-fusion" else 0.0)
+                rows.append(
+                    {
+                        "method": method,
+                        "missing_rate": 0.0,
+                        "seed": seed,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+    folder = tmp / name
+    folder.mkdir()
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def test_the_bar_holds_when_the_method_leads_and_nothing_beats_it(tmp_path: Path) -> None:
+    a = _folder(tmp_path, "a", {"moe-retriever": 0.02, "zero": 0.0, "lr-late-fusion": 0.0})
+    out = tmp_path / "bar.json"
+    res = _bar().main([str(a), "--json", str(out)])
+    assert all(res["verdict"].values())
+    assert json.loads(out.read_text())["verdict"] == res["verdict"]
+    assert {r["metric"] for r in res["rows"]} == set(METRICS)
+
+
+def test_each_failure_is_named(tmp_path: Path) -> None:
+    b = _folder(tmp_path, "b", {"moe-retriever": -0.003, "zero": 0.03, "lr-late-fusion": 0.0})
+    res = _bar().main([str(b)])
+    v = res["verdict"]
+    assert not v["1 mean >= anchor on macro-F1 and balanced accuracy at every rate"]
+    assert not v["3 lower end > 0 on macro-F1 or balanced accuracy somewhere"]
+    assert not v["4 no other method distinguishably above"]
+    assert any("zero" in s for r in res["rows"] for s in r["above_method"])
