@@ -273,16 +273,34 @@ def _save(out: Path, results: list[dict[str, Any]]) -> None:
     out.write_text(json.dumps({**doc, "results": results}, indent=1))
 
 
+def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """One entry of the model seeds of ``a`` and ``b`` when they are stages of the same
+    measurement (same split, mask and overrides, disjoint seeds); else None."""
+    keys = ("split_digest", "mask_digest", "overrides", "rate")
+    same = all(k in a and k in b and a[k] == b[k] for k in keys)
+    if not same or set(a["seeds"]) & set(b["seeds"]):
+        return None
+    rows = sorted(a["runs"] + b["runs"], key=lambda r: r["seed"])
+    info = {k: a[k] for k in ("split_digest", "mask_digest", "n_train", "n_val", "n_test")}
+    res = summarize(
+        a["dataset"], a["variant"], a["rate"], a["split_seed"], a["overrides"], info, rows
+    )
+    res["complete"] = bool(a.get("complete")) and bool(b.get("complete"))
+    return res
+
+
 def merge(out: Path, others: list[Path]) -> None:
-    """Entries of ``others`` replace those of ``out`` with the same (dataset, variant)."""
+    """Entries of ``others`` replace those of ``out`` with the same (dataset, variant), except
+    stages of one measurement (same split, mask and overrides, other model seeds), which are
+    combined into one entry."""
     stored: list[dict[str, Any]] = json.loads(out.read_text())["results"] if out.exists() else []
     for path in others:
         for res in json.loads(path.read_text())["results"]:
-            stored = [
-                r
-                for r in stored
-                if not (r["dataset"] == res["dataset"] and r["variant"] == res["variant"])
-            ] + [res]
+            key = (res["dataset"], res["variant"])
+            old = next((r for r in stored if (r["dataset"], r["variant"]) == key), None)
+            if old is not None:
+                res = _combine(old, res) or res
+            stored = [r for r in stored if (r["dataset"], r["variant"]) != key] + [res]
     _save(out, stored)
     print(table(stored))
 

@@ -77,3 +77,27 @@ def test_merge_replaces_same_dataset_and_variant(stability: ModuleType, tmp_path
         ("before", 0.3),
         ("x", 0.5),
     ]
+
+
+def test_merge_combines_stages_of_one_measurement(stability: ModuleType, tmp_path: Path) -> None:
+    """Two runs of the same split, mask and overrides over other model seeds become one entry
+    over all seeds; a run of another split replaces instead."""
+    info = {"split_digest": "s", "mask_digest": "m", "n_train": 9, "n_val": 3, "n_test": 3}
+
+    def stage(seeds: list[int], f1: list[float], split: str = "s") -> dict:
+        rows = [{"seed": s, "macro_f1": v, "auroc": v, "fit_s": 1.0} for s, v in zip(seeds, f1)]
+        res = stability.summarize("d", "after", 0.0, 0, {}, {**info, "split_digest": split}, rows)
+        res["complete"] = True
+        return res
+
+    out, a, b = tmp_path / "out.json", tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"results": [stage([0, 1], [0.5, 0.7])]}))
+    b.write_text(json.dumps({"results": [stage([2, 3], [0.6, 0.6])]}))
+    stability.merge(out, [a, b])
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["seeds"] == [0, 1, 2, 3] and r["macro_f1_mean"] == pytest.approx(0.6)
+    assert r["macro_f1_sd"] == pytest.approx(stability.sd([0.5, 0.7, 0.6, 0.6]))
+    b.write_text(json.dumps({"results": [stage([4], [0.9], split="other")]}))
+    stability.merge(out, [b])
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["seeds"] == [4]
