@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,6 +30,12 @@ def tiny_data(n: int = 90, seed: int = 0) -> MultimodalData:
         missing_rate=0.3,
         seed=seed,
     )
+
+
+@pytest.fixture
+def make_tiny_data() -> Callable[..., MultimodalData]:
+    """:func:`tiny_data` for tests that need it at another size."""
+    return tiny_data
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import pytest
 
+from moe_retriever.data.core import MultimodalData
 from moe_retriever.data.splits import apply_split, make_split
-from moe_retriever.datasets import load_dataset
 from moe_retriever.training.config import (
     AUTO_BATCH_ROWS,
     LARGE_BATCH,
@@ -43,16 +44,10 @@ def test_config_takes_auto_or_a_positive_number_and_refuses_the_rest() -> None:
 
 
 @pytest.mark.parametrize(("n", "expected"), [(90, 16), (1600, 64)])
-def test_a_fit_trains_with_the_resolved_batch(tiny: dict, n: int, expected: int) -> None:
-    data = load_dataset(
-        "synthetic",
-        n_samples=n,
-        n_modalities=3,
-        dims=[8, 6, 10],
-        n_classes=3,
-        missing_rate=0.3,
-        seed=1,
-    )
+def test_a_fit_trains_with_the_resolved_batch(
+    tiny: dict, make_tiny_data: Callable[..., MultimodalData], n: int, expected: int
+) -> None:
+    data = make_tiny_data(n=n, seed=1)
     train, val, _ = apply_split(data, make_split(data, seed=0))
     tiny["train"].update(batch_size="auto", epochs=1, warmup_epochs=0)
     sizes: list[int] = []
