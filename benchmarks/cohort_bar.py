@@ -2,8 +2,8 @@
 
 For every folder (a ``moe-retriever benchmark`` output with ``results.csv``), every added
 missing rate and every headline metric it prints the method's and the anchor's means, the
-paired difference method - anchor with its 95 % paired t interval (the harness's
-:func:`~moe_retriever.benchmark.stats.paired_comparison`, over the seeds both have), and every
+paired difference method - anchor with its 95 % paired t interval (the harness's own
+:func:`~moe_retriever.benchmark.stats.compare_to_references`, units (seed, fold)), and every
 other method of the folder that is distinguishably ABOVE the method. Then it says, per
 criterion of issue 22's bar, whether it holds:
 
@@ -26,41 +26,33 @@ from typing import Any
 
 import pandas as pd
 
-from moe_retriever.benchmark.stats import paired_comparison, signed
-
-METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc")
-
-
-def _scores(df: pd.DataFrame, method: str, rate: float, metric: str) -> dict[int, float]:
-    sel = df[(df.method == method) & (df.missing_rate == rate) & (df.metric == metric)]
-    return {int(s): float(v) for s, v in zip(sel.seed, sel.value, strict=True)}
+from moe_retriever.benchmark.stats import COMPARISON_METRICS, compare_to_references, signed
 
 
 def check(folders: list[Path], method: str, anchor: str) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     for folder in folders:
         df = pd.read_csv(folder / "results.csv")
-        others = [m for m in df.method.unique() if m not in (method, anchor)]
+        means = df.groupby(["method", "missing_rate", "metric"]).value.mean()
+        # units are (seed, fold) as in the benchmark's own tables
+        comps = compare_to_references(df.to_dict("records"), {}, references=[method, anchor])
         for rate in sorted(df.missing_rate.unique()):
-            for metric in METRICS:
-                mine = _scores(df, method, rate, metric)
-                theirs = _scores(df, anchor, rate, metric)
-                c = paired_comparison(mine, theirs, method, anchor)
-                above = []
-                for other in [*others, anchor]:
-                    o = paired_comparison(_scores(df, other, rate, metric), mine, other, method)
-                    if o.excludes_zero and o.mean > 0:
-                        above.append(
-                            f"{other} {signed(o.mean)} [{signed(o.low)}, {signed(o.high)}]"
-                        )
+            for metric in COMPARISON_METRICS:
+                here = [c for c in comps if c.missing_rate == rate and c.metric == metric]
+                (c,) = [x for x in here if x.method == method and x.reference == anchor]
+                above = [
+                    f"{x.method} {signed(x.mean)} [{signed(x.low)}, {signed(x.high)}]"
+                    for x in here
+                    if x.reference == method and x.excludes_zero and x.mean > 0
+                ]
                 rows.append(
                     {
                         "data": folder.name,
                         "rate": float(rate),
                         "metric": metric,
                         "n": c.n,
-                        "method_mean": sum(mine.values()) / len(mine),
-                        "anchor_mean": sum(theirs.values()) / len(theirs),
+                        "method_mean": float(means[(method, rate, metric)]),
+                        "anchor_mean": float(means[(anchor, rate, metric)]),
                         "diff": c.mean,
                         "low": c.low,
                         "high": c.high,

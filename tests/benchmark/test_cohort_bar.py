@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from moe_retriever.benchmark.stats import COMPARISON_METRICS as METRICS
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-METRICS = ("macro_f1", "balanced_accuracy", "accuracy", "auroc")
 
 
 def _bar():
