@@ -34,6 +34,10 @@ class ModelConfig:
     # Retrieval self-supervision (training only, retrieval on, learning completion methods):
     # probability of hiding each observed entry of a sample with >= 2 observed (never the last)
     retrieval_dropout: float = 0.3
+    # true: modality m is hidden with probability min(retrieval_dropout, the share of training
+    # samples that miss m), so self-supervision hides a modality no more often than the data
+    # does (docs/DEFAULTS.md section 10); false: every modality at retrieval_dropout
+    retrieval_dropout_match: bool = False
     # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
     # encoder's (detached) tokens of their true inputs
     align_weight: float = 5.0
@@ -41,6 +45,11 @@ class ModelConfig:
     # classifier becomes k BatchEnsemble members sharing its weights, trained on the mean of
     # their losses, predicting the mean of their probabilities; 1 = the single model
     ensemble_k: int = 1
+    # completed mode: add a learned observation-status embedding (observed / completed) to each
+    # modality's tokens in the fusion, so the head knows which slots the completion filled
+    # (missingness can carry signal that a plausible completed token hides); off by default:
+    # no measured gain on smart (docs/DEFAULTS.md section 10)
+    status_embedding: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -30,26 +30,27 @@ members sharing its weights; everything before it runs once; ``ModelOutput.membe
 loss + the head's weighted loss + ``align_weight`` * alignment loss (below).
 
 Retrieval self-supervision (``retrieval_dropout`` > 0, training mode, ``retrieve=True``, and only
-for completion methods that learn, e.g. moe-retriever and bank): before completion, each
-observed entry of a sample with at least 2 observed modalities is hidden with probability
+for completion methods that learn, e.g. moe-retriever and bank): before completion, each observed
+entry of a sample with at least 2 observed modalities is hidden with probability
 ``retrieval_dropout`` (never all of them: if every observed entry was drawn, one drawn at random
-stays). Hidden entries are completed by the completion method exactly like naturally missing
-ones (supporting groups from the training pool, keyed by the reduced observed set) and fusion
-and head see the completed tokens. The alignment loss is ``1 - cosine`` between each hidden
-entry's completed tokens and the encoder's tokens of its true input, per token (P vectors of
-width D), averaged over the hidden entries' tokens; the target is detached (stop-gradient), so
-the loss moves the retriever (and, through the supporting and own tokens, the encoders) towards
-the encoder's token space without pulling the encoder towards the retriever's output. Cosine
-and not MSE: it is scale-free (what counts downstream is direction after the fusion's
-LayerNorm, and the encoders' token scale drifts during training), it cannot be lowered by
-shrinking the retrieved tokens towards the mean, and it is the fidelity measure the benchmark
-reports. Without the loss the retriever learns only from the classification loss, which does
-not tie its output to the missing modality's token space (measured: cosine ~0.01 to the true
-tokens). A sample's own pool row is excluded from the supporting groups of its hidden entries
-(``pool_index``), otherwise the retriever could copy the sample's own hidden input. The draws
-use a ``torch.Generator`` owned by the model (``hide_generator``), which the training module
-reseeds every step like the sampler's. At evaluation nothing is hidden: the method is unchanged
-at inference. docs/METHOD_NOTES.md has the measurements behind the defaults.
+stays); with ``retrieval_dropout_match`` modality m's probability is at most the share of the
+training pool that misses m (a modality the data always has is never hidden). Hidden entries are
+completed by the completion method exactly like naturally missing ones (supporting groups from the
+training pool, keyed by the reduced observed set) and fusion and head see the completed tokens. The
+alignment loss is ``1 - cosine`` between each hidden entry's completed tokens and the encoder's
+tokens of its true input, per token (P vectors of width D), averaged over the hidden entries'
+tokens; the target is detached (stop-gradient), so the loss moves the retriever (and, through the
+supporting and own tokens, the encoders) towards the encoder's token space without pulling the
+encoder towards the retriever's output. Cosine and not MSE: it is scale-free (what counts downstream
+is direction after the fusion's LayerNorm, and the encoders' token scale drifts during training), it
+cannot be lowered by shrinking the retrieved tokens towards the mean, and it is the fidelity measure
+the benchmark reports. Without the loss the retriever learns only from the classification loss,
+which does not tie its output to the missing modality's token space (measured: cosine ~0.01 to the
+true tokens). A sample's own pool row is excluded from the supporting groups of its hidden entries
+(``pool_index``), otherwise the retriever could copy the sample's own hidden input. The draws use a
+``torch.Generator`` owned by the model (``hide_generator``), which the training module reseeds every
+step like the sampler's. At evaluation nothing is hidden: the method is unchanged at inference.
+docs/METHOD_NOTES.md has the measurements behind the defaults.
 
 Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
 that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
@@ -65,7 +66,7 @@ buffers, so a saved ``state_dict`` predicts after ``load_state_dict`` with no ot
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -211,8 +212,11 @@ class MultimodalClassifier(nn.Module):
                 raise ValueError("head_cfg is for a head given by name, not a module")
             self.head = head
         else:
+            # the status embedding marks completed slots: a completion that fills nothing
+            # (masked mode) has none to mark, so the head gets no such parameter
+            head_arch = config if self.completion.fills else replace(config, status_embedding=False)
             self.head = create_head(
-                head, self.modalities, P, D, n_classes, config, **(head_cfg or {})
+                head, self.modalities, P, D, n_classes, head_arch, **(head_cfg or {})
             )
         self.head_name = self.head.name or type(self.head).__name__
         if config.ensemble_k > 1 and not type(self.head).supports_ensemble:
@@ -228,6 +232,8 @@ class MultimodalClassifier(nn.Module):
         #: draws of the entries hidden by retrieval self-supervision (only when it is on);
         #: seeded from the global RNG here, reseeded per step by the training module
         self.hide_generator: torch.Generator | None = None
+        #: (M,) per-modality hiding probability (set with the training pool)
+        self.hide_probability = torch.full((M,), float(config.retrieval_dropout))
         if config.retrieval_dropout > 0 and self.completion.learns:
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
@@ -314,6 +320,17 @@ class MultimodalClassifier(nn.Module):
             self.pool._buffers[self._keys[m]] = v.to(dev)
         self.pool._buffers["observed"] = obs.to(dev)
         self.pool.view = None
+        self.hide_probability = self._hide_probability(obs)
+
+    def _hide_probability(self, observed: Tensor) -> Tensor:
+        """(M,) probability of hiding an observed entry of each modality in training:
+        ``retrieval_dropout``, capped by the pool's missing share of the modality when
+        ``retrieval_dropout_match`` is on."""
+        p = torch.full((len(self.modalities),), float(self.config.retrieval_dropout))
+        if self.config.retrieval_dropout_match and observed.shape[0] > 0:
+            missing = 1.0 - observed.float().mean(dim=0).cpu()
+            p = torch.minimum(p, missing)
+        return p
 
     @property
     def has_training_pool(self) -> bool:
@@ -491,14 +508,15 @@ class MultimodalClassifier(nn.Module):
         """(B, M) bool: observed entries to hide for retrieval self-supervision, or None when
         it is off (evaluation, ``retrieval_dropout`` 0, or a completion that does not learn).
         Each observed entry of a sample with >= 2 observed is hidden with probability
-        ``retrieval_dropout``; if all of a sample's entries were drawn, its entry with the
-        largest uniform stays observed."""
+        ``hide_probability`` of its modality (``retrieval_dropout``, or less with
+        ``retrieval_dropout_match``); if all of a sample's entries were drawn, its entry with
+        the largest uniform stays observed."""
         gen = self.hide_generator
         if not self.training or gen is None:
             return None
         u = torch.rand(observed.shape, generator=gen).to(observed.device)
         eligible = observed & (observed.sum(dim=1, keepdim=True) >= 2)
-        hidden = eligible & (u < self.config.retrieval_dropout)
+        hidden = eligible & (u < self.hide_probability.to(observed.device)[None, :])
         all_hidden = (hidden == eligible).all(dim=1) & eligible.any(dim=1)
         keep = torch.where(observed, u, torch.full_like(u, -1.0)).argmax(dim=1)
         unhide = F.one_hot(keep, observed.shape[1]).bool() & all_hidden[:, None]

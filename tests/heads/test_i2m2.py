@@ -12,9 +12,10 @@ from moe_retriever.heads import I2M2Head, TransformerHead, create_head
 from moe_retriever.heads.i2m2 import UnimodalExpert
 
 
-def _head(**options: object) -> I2M2Head:
+def _head(masked: bool = False, **options: object) -> I2M2Head:
+    """The head as the model builds it: no status embedding in masked mode (nothing to mark)."""
     torch.manual_seed(0)
-    head = create_head("i2m2", MODS, P, D, C, arch(), **options)
+    head = create_head("i2m2", MODS, P, D, C, arch(status_embedding=not masked), **options)
     assert isinstance(head, I2M2Head)
     return head
 
@@ -127,7 +128,7 @@ def test_gradient_routing(masked: bool) -> None:
     observed[:, 1] = False
     observed[4, 0] = True  # keep every row non-empty
     observed[2, 2] = True
-    head = _head().train()
+    head = _head(masked).train()
     out = head(tokens, observed, ctx(masked, training=True, y=y))
     torch.nn.functional.cross_entropy(out.logits, y).backward()
     assert head.intra is not None and head.inter is not None
@@ -166,9 +167,9 @@ def test_expert_ce_reaches_the_objective() -> None:
     """expert_ce_weight > 0 adds each expert's own CE: the auxiliary loss alone then reaches
     every expert; at weight 0 (the paper) there is no auxiliary loss."""
     tokens, observed, y = batch()
-    off = _head().train()(tokens, observed, ctx(True, training=True, y=y))
+    off = _head(True).train()(tokens, observed, ctx(True, training=True, y=y))
     assert float(off.aux_loss) == 0.0 and "expert_ce" not in off.info["losses"]
-    head = _head(expert_ce_weight=0.5).train()
+    head = _head(True, expert_ce_weight=0.5).train()
     out = head(tokens, observed, ctx(True, training=True, y=y))
     assert float(out.info["losses"]["expert_ce"]) > 0
     torch.testing.assert_close(out.aux_loss, 0.5 * out.info["losses"]["expert_ce"])

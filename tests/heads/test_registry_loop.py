@@ -42,10 +42,12 @@ def _data() -> Any:
 @pytest.mark.parametrize("masked", [False, True])
 def test_every_head_shapes_and_gradients(name: str, masked: bool) -> None:
     torch.manual_seed(0)
-    head = create_head(name, MODS, P, D, C, arch()).train()
+    # masked mode has no completed slot to mark: no status embedding (as the model builds it)
+    head = create_head(name, MODS, P, D, C, arch(status_embedding=not masked)).train()
     tokens, observed, y = batch()
-    full = torch.ones_like(observed)
-    out = head(tokens, full, ctx(masked, training=True, y=y))
+    # completed mode: a mixed batch, so both rows of the status embedding are used
+    train_obs = observed if not masked else torch.ones_like(observed)
+    out = head(tokens, train_obs, ctx(masked, training=True, y=y))
     assert out.logits.shape == (6, C) and out.aux_loss.shape == ()
     assert isinstance(out.info.get("losses", {}), dict)
     (F.cross_entropy(out.logits, y) + out.aux_loss).backward()

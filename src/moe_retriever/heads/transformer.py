@@ -1,9 +1,10 @@
 """``transformer``: the library's base fusion and classifier (the head of MoE-Retriever).
 
 :class:`TransformerFusion` (a plain module other heads reuse, e.g. as an expert): add modality
-and patch-position embeddings to the (B, M, P, D) tokens, run ``arch.fusion_layers`` pre-norm
-transformer blocks over all M * P tokens (optionally with a sparse MoE feed-forward), final
-LayerNorm, mean-pool each modality's P tokens -> (B, M, D).
+and patch-position embeddings to the (B, M, P, D) tokens (in completed mode also a learned
+observation-status embedding, ``arch.status_embedding``: observed or completed), run
+``arch.fusion_layers`` pre-norm transformer blocks over all M * P tokens (optionally with a
+sparse MoE feed-forward), final LayerNorm, mean-pool each modality's P tokens -> (B, M, D).
 
 :class:`TransformerHead`: that fusion, the M pooled vectors concatenated (B, M * D), then an MLP
 (``arch.head_hidden``, GELU, dropout) -> logits; with ``arch.ensemble_k`` = k > 1 the MLP is k
@@ -43,6 +44,9 @@ class TransformerFusion(nn.Module):
         self.n_modalities, self.n_tokens, self.dim = n_modalities, n_tokens, dim
         self.modality_emb = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
         self.position_emb = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
+        # row 0: completed slot, row 1: observed slot (completed mode only); zero at the start,
+        # so the fusion begins as it would without it
+        self.status_emb = nn.Parameter(torch.zeros(2, dim)) if arch.status_embedding else None
         self.blocks = nn.ModuleList(
             TransformerBlock(
                 dim,
@@ -58,16 +62,21 @@ class TransformerFusion(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(
-        self, tokens: Tensor, observed: Tensor | None = None
+        self, tokens: Tensor, observed: Tensor | None = None, status: Tensor | None = None
     ) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
         """``observed`` given = masked mode (missing slots ignored); None = completed mode.
-        Returns pooled (B, M, D), the unweighted balance loss and the blocks' routing."""
+        ``status`` (B, M) bool, completed mode: True where the slot holds the sample's own
+        encoding, False where the completion filled it; it selects the status embedding (when
+        the fusion has one). Returns pooled (B, M, D), the unweighted balance loss and the
+        blocks' routing."""
         B, M, P, D = tokens.shape
         key_mask = None
         if observed is not None:
             tokens = tokens.masked_fill(~observed[:, :, None, None], 0.0)
             key_mask = observed[:, :, None].expand(B, M, P).reshape(B, M * P)
         h = tokens + self.modality_emb[None, :, None] + self.position_emb[None, None]
+        if status is not None and self.status_emb is not None:
+            h = h + self.status_emb[status.long()][:, :, None]
         h = h.reshape(B, M * P, D)
         aux = h.new_zeros(())
         routing = []
@@ -112,7 +121,10 @@ class TransformerHead(Head):
             )
 
     def forward(self, tokens: Tensor, observed: Tensor, context: HeadContext) -> HeadOutput:
-        pooled, balance, routing = self.fusion(tokens, observed if context.masked else None)
+        if context.masked:
+            pooled, balance, routing = self.fusion(tokens, observed)
+        else:
+            pooled, balance, routing = self.fusion(tokens, status=observed)
         logits = self.classifier(pooled.reshape(pooled.shape[0], -1))
         info: dict[str, Any] = {"fusion": routing, "losses": {"balance": balance.detach()}}
         return HeadOutput(logits, self.balance_weight * balance, info)
