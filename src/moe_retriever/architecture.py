@@ -38,6 +38,10 @@ class ModelConfig:
     # samples that miss m), so self-supervision hides a modality no more often than the data
     # does (docs/DEFAULTS.md section 10); false: every modality at retrieval_dropout
     retrieval_dropout_match: bool = False
+    # what the head sees for an entry hidden by self-supervision: "completed" (its retrieved
+    # tokens: the head also learns from retrieved inputs) or "real" (the encoder's tokens of
+    # the real input: the retrieved ones only train the retriever through the alignment loss)
+    hidden_head_input: str = "completed"
     # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
     # encoder's (detached) tokens of their true inputs
     align_weight: float = 5.0
@@ -45,10 +49,10 @@ class ModelConfig:
     # classifier becomes k BatchEnsemble members sharing its weights, trained on the mean of
     # their losses, predicting the mean of their probabilities; 1 = the single model
     ensemble_k: int = 1
-    # completed mode: add a learned observation-status embedding (observed / completed) to each
-    # modality's tokens in the fusion, so the head knows which slots the completion filled
-    # (missingness can carry signal that a plausible completed token hides); off by default:
-    # no measured gain on smart (docs/DEFAULTS.md section 10)
+    # completed mode: add a learned observation-status embedding to each modality's tokens in
+    # the fusion (does the data have this modality? entries hidden by retrieval
+    # self-supervision count as observed), so missingness that carries signal is not lost
+    # behind a plausible completed token (docs/DEFAULTS.md section 10)
     status_embedding: bool = False
 
     def to_dict(self) -> dict[str, Any]:

@@ -227,6 +227,10 @@ class MultimodalClassifier(nn.Module):
         self.pool = _PoolBuffers(self._keys, self.dims, M)
         if not 0.0 <= config.retrieval_dropout < 1.0:
             raise ValueError(f"retrieval_dropout must be in [0, 1), got {config.retrieval_dropout}")
+        if config.hidden_head_input not in ("completed", "real"):
+            raise ValueError(
+                f"hidden_head_input must be 'completed' or 'real', got {config.hidden_head_input!r}"
+            )
         if config.align_weight < 0:
             raise ValueError(f"align_weight must be >= 0, got {config.align_weight}")
         #: draws of the entries hidden by retrieval self-supervision (only when it is on);
@@ -460,6 +464,7 @@ class MultimodalClassifier(nn.Module):
             )
         y = y if self.training else None
         tokens = self.encode(x, observed)
+        data_observed = observed  # before self-supervision hides anything
         hidden = self._draw_hidden(observed) if retrieve else None
         if hidden is not None:
             true_tokens = tokens
@@ -479,8 +484,15 @@ class MultimodalClassifier(nn.Module):
             generator=self.head.generator if self.training else None,
             x=x,
             y=y,
+            status=data_observed,
         )
-        out = self.head(completed, observed, ctx)
+        head_tokens, head_observed = completed, observed
+        if hidden is not None and self.config.hidden_head_input == "real":
+            # the hidden entries' completions train the retriever (alignment loss) only; the
+            # head classifies the sample as the data has it
+            head_tokens = torch.where(hidden[:, :, None, None], true_tokens, completed)
+            head_observed = data_observed
+        out = self.head(head_tokens, head_observed, ctx)
         info: dict[str, Any] = {
             "completion": comp.info,
             "head": out.info,

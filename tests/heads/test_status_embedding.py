@@ -64,3 +64,35 @@ def test_masked_mode_heads_get_none_and_completed_mode_heads_get_it() -> None:
     assert any("status_emb" in n for n, _ in completed.named_parameters())
     off = MultimodalClassifier(dims, C, ModelConfig(n_tokens=P, dim=D, n_heads=2), "zero")
     assert not any("status_emb" in n for n, _ in off.named_parameters())  # the default: off
+
+
+def test_entries_hidden_by_self_supervision_are_marked_observed() -> None:
+    """The mark says what the data lacks: an entry hidden for retrieval self-supervision is
+    completed but keeps the observed mark, so in training as at test the "missing" mark means
+    the data lacks the modality."""
+    dims = {"a": 5, "b": 4, "c": 6}
+    cfg = ModelConfig(
+        n_tokens=P, dim=D, n_heads=2, head_hidden=16, status_embedding=True, retrieval_dropout=0.5
+    )
+    torch.manual_seed(0)
+    model = MultimodalClassifier(dims, C, cfg, completion="moe-retriever").train()
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(40, 3, generator=g) < 0.7
+    obs[obs.sum(1) == 0, 0] = True
+    x = {
+        m: torch.randn(40, d, generator=g) * obs[:, j, None]
+        for j, (m, d) in enumerate(dims.items())
+    }
+    model.set_training_pool(x, obs)
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        seen["status"], seen["observed"] = kwargs["status"], args[1] if len(args) > 1 else None
+
+    model.head.fusion.register_forward_pre_hook(grab, with_kwargs=True)
+    assert model.hide_generator is not None
+    model.hide_generator.manual_seed(0)
+    model(x, obs)
+    torch.testing.assert_close(seen["status"], obs)  # the data's mask, not observed & ~hidden
+    model.hide_generator.manual_seed(0)
+    assert bool(model._draw_hidden(obs).any())  # something was hidden in that step

@@ -53,6 +53,10 @@ class HeadContext:
     x: dict[str, Tensor] | None = None
     #: (B,) labels, training batches only (for heads with label-dependent auxiliary losses)
     y: Tensor | None = None
+    #: (B, M) bool, the data's observation mask before retrieval self-supervision hid any
+    #: entry (what a status embedding marks: a hidden entry counts as observed, so the mark
+    #: means "the data lacks this modality" in training as at test); None = ``observed``
+    status: Tensor | None = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 :class:`TransformerFusion` (a plain module other heads reuse, e.g. as an expert): add modality
 and patch-position embeddings to the (B, M, P, D) tokens (in completed mode also a learned
-observation-status embedding, ``arch.status_embedding``: observed or completed), run
+observation-status embedding, ``arch.status_embedding``: whether the data has the modality,
+``context.status``), run
 ``arch.fusion_layers`` pre-norm transformer blocks over all M * P tokens (optionally with a
 sparse MoE feed-forward), final LayerNorm, mean-pool each modality's P tokens -> (B, M, D).
 
@@ -65,9 +66,9 @@ class TransformerFusion(nn.Module):
         self, tokens: Tensor, observed: Tensor | None = None, status: Tensor | None = None
     ) -> tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
         """``observed`` given = masked mode (missing slots ignored); None = completed mode.
-        ``status`` (B, M) bool, completed mode: True where the slot holds the sample's own
-        encoding, False where the completion filled it; it selects the status embedding (when
-        the fusion has one). Returns pooled (B, M, D), the unweighted balance loss and the
+        ``status`` (B, M) bool, completed mode: True where the data has the modality, False
+        where it lacks it (the slot was completed); it selects the status embedding (when the
+        fusion has one). Returns pooled (B, M, D), the unweighted balance loss and the
         blocks' routing."""
         B, M, P, D = tokens.shape
         key_mask = None
@@ -124,7 +125,8 @@ class TransformerHead(Head):
         if context.masked:
             pooled, balance, routing = self.fusion(tokens, observed)
         else:
-            pooled, balance, routing = self.fusion(tokens, status=observed)
+            status = observed if context.status is None else context.status
+            pooled, balance, routing = self.fusion(tokens, status=status)
         logits = self.classifier(pooled.reshape(pooled.shape[0], -1))
         info: dict[str, Any] = {"fusion": routing, "losses": {"balance": balance.detach()}}
         return HeadOutput(logits, self.balance_weight * balance, info)

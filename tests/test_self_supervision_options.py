@@ -1,0 +1,140 @@
+"""Options of retrieval self-supervision. ``model.retrieval_dropout_match``: modality m is hidden
+with probability min(retrieval_dropout, the training pool's missing share of m); off, every
+modality is hidden at retrieval_dropout with exactly the draws it had before.
+``model.hidden_head_input``: the head sees a hidden entry's retrieved tokens ("completed") or
+its real ones ("real"), and every parameter still gets a gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moe_retriever.model import ModelConfig, MultimodalClassifier
+
+SMALL = dict(n_tokens=4, dim=16, n_heads=2, head_hidden=16, dropout=0.0)
+DIMS = {"always": 5, "half": 4, "rare": 6}
+
+
+def _pool(n: int = 400) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    obs = torch.ones(n, 3, dtype=torch.bool)
+    obs[: n // 2, 1] = False  # "half" misses in 50 % of the pool
+    obs[: n // 20, 2] = False  # "rare" misses in 5 %
+    x = {
+        m: torch.randn(n, d, generator=g) * obs[:, j, None] for j, (m, d) in enumerate(DIMS.items())
+    }
+    return x, obs
+
+
+def _model(match: bool, p: float = 0.3) -> MultimodalClassifier:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, retrieval_dropout=p, retrieval_dropout_match=match)  # type: ignore[arg-type]
+    return MultimodalClassifier(DIMS, 3, cfg, "moe-retriever").train()
+
+
+def test_probability_is_capped_by_the_pool_missing_share() -> None:
+    x, obs = _pool()
+    model = _model(True)
+    model.set_training_pool(x, obs)
+    torch.testing.assert_close(model.hide_probability, torch.tensor([0.0, 0.3, 0.05]))
+    off = _model(False)
+    off.set_training_pool(x, obs)
+    torch.testing.assert_close(off.hide_probability, torch.full((3,), 0.3))
+
+
+def test_a_modality_the_data_always_has_is_never_hidden_and_rates_follow() -> None:
+    x, obs = _pool()
+    model = _model(True)
+    model.set_training_pool(x, obs)
+    assert model.hide_generator is not None
+    model.hide_generator.manual_seed(1)
+    full = torch.ones(20000, 3, dtype=torch.bool)
+    hidden = model._draw_hidden(full)
+    assert hidden is not None
+    assert not bool(hidden[:, 0].any())
+    rates = hidden.float().mean(dim=0)
+    assert abs(float(rates[1]) - 0.3) < 0.02 and abs(float(rates[2]) - 0.05) < 0.01
+
+
+def test_off_keeps_the_uniform_draws() -> None:
+    """The default (off) draws exactly what a uniform ``u < retrieval_dropout`` draws."""
+    x, obs = _pool()
+    model = _model(False)
+    model.set_training_pool(x, obs)
+    assert model.hide_generator is not None
+    model.hide_generator.manual_seed(3)
+    hidden = model._draw_hidden(obs)
+    u = torch.rand(obs.shape, generator=torch.Generator().manual_seed(3))
+    eligible = obs & (obs.sum(dim=1, keepdim=True) >= 2)
+    expected = eligible & (u < 0.3)
+    all_hidden = (expected == eligible).all(dim=1) & eligible.any(dim=1)
+    assert hidden is not None
+    assert torch.equal(hidden[~all_hidden], expected[~all_hidden])
+
+
+def test_real_head_input_gives_the_head_the_hidden_entries_real_tokens() -> None:
+    x, obs = _pool(60)
+    obs[::3, 0] = False  # some natural missingness in every modality
+    for m, v in x.items():
+        v[~obs[:, list(DIMS).index(m)]] = 0.0
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(_module: torch.nn.Module, args: tuple) -> None:
+        seen["tokens"], seen["observed"] = args[0], args[1]
+
+    for mode in ("completed", "real"):
+        torch.manual_seed(0)
+        cfg = ModelConfig(**SMALL, retrieval_dropout=0.5, hidden_head_input=mode)  # type: ignore[arg-type]
+        model = MultimodalClassifier(DIMS, 3, cfg, "moe-retriever").train()
+        model.set_training_pool(x, obs)
+        hook = model.head.register_forward_pre_hook(grab)
+        assert model.hide_generator is not None
+        model.hide_generator.manual_seed(0)
+        out = model(x, obs)
+        hook.remove()
+        model.hide_generator.manual_seed(0)
+        hidden = model._draw_hidden(obs)
+        assert hidden is not None and bool(hidden.any())
+        enc = model.encode(x, obs)
+        if mode == "real":
+            torch.testing.assert_close(seen["tokens"][hidden], enc[hidden])
+            assert torch.equal(seen["observed"], obs)
+        else:  # the retrieved tokens, which the model also returns
+            torch.testing.assert_close(seen["tokens"][hidden], out.tokens[hidden])
+            assert not torch.allclose(seen["tokens"][hidden], enc[hidden])
+            assert torch.equal(seen["observed"], obs & ~hidden)
+
+
+def test_real_head_input_every_parameter_gets_a_gradient() -> None:
+    g = torch.Generator().manual_seed(0)
+    dims = {"a": 10, "b": 6, "c": 13}
+    obs = torch.rand(40, 3, generator=g) < 0.6
+    obs[obs.sum(1) == 0, 0] = True
+    obs[:3] = torch.tensor([[0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=torch.bool)
+    x = {
+        m: torch.randn(40, d, generator=g) * obs[:, j, None]
+        for j, (m, d) in enumerate(dims.items())
+    }
+    y = torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    cfg = ModelConfig(**SMALL, hidden_head_input="real")  # type: ignore[arg-type]
+    model = MultimodalClassifier(
+        dims, 3, cfg, "moe-retriever", {"n_candidates": 2, "n_shared": 2, "top_k": 4}
+    ).train()
+    model.set_training_pool(x, obs)
+    out = model({m: v[:20] for m, v in x.items()}, obs[:20])
+    (F.cross_entropy(out.logits, y[:20]) + out.aux_loss).backward()
+    missing = [
+        n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0
+    ]
+    assert missing == []
+
+
+def test_hidden_head_input_is_checked() -> None:
+    with pytest.raises(ValueError, match="hidden_head_input"):
+        _model_with(hidden_head_input="true")
+
+
+def _model_with(**kw: object) -> MultimodalClassifier:
+    return MultimodalClassifier(DIMS, 3, ModelConfig(**SMALL, **kw), "moe-retriever")  # type: ignore[arg-type]
