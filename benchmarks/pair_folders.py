@@ -1,0 +1,120 @@
+"""Paired differences across benchmark folders that share their splits and masks.
+
+Two ``moe-retriever benchmark`` runs on the same data set with the same seeds and rates draw
+the same splits and masks, so a method fitted in one folder can be paired with a method fitted
+in another (an ablation run later, beside the reference it was meant for). This script pools
+the folders' rows and prints every method against ``--reference`` with the harness's own paired
+t interval (:func:`~moe_retriever.benchmark.stats.compare_to_references`, units (seed, fold)).
+
+It refuses folders that do not share their splits: for every (rate, seed) present in two
+folders the split and mask digests that the harness stores in ``results.json`` must be equal.
+A folder of an interrupted run (no ``results.json``) is read from its finished cells
+(``cells/*.json``); those carry no digests, so the script says that it could not check them.
+A method present in several folders is taken from the first folder that has it.
+
+    python benchmarks/pair_folders.py runs/status2-smart runs/align-smart \\
+        --reference moe-retriever --json benchmarks/results/smart_ablations.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from moe_retriever.benchmark.stats import COMPARISON_METRICS, compare_to_references, signed
+
+
+def _rows_and_masks(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The folder's long rows and its per-(rate, seed) split/mask digests (None: not stored)."""
+    res = folder / "results.json"
+    if res.exists():
+        doc = json.loads(res.read_text())
+        return list(doc["rows"]), dict(doc.get("masks") or {})
+    cells = sorted((folder / "cells").glob("*.json"))
+    if not cells:
+        raise SystemExit(f"{folder}: neither results.json nor cells/*.json")
+    rows: list[dict[str, Any]] = []
+    for path in cells:
+        rows.extend(json.loads(path.read_text())["rows"])
+    return rows, None
+
+
+def pool(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of all folders (each method from the first folder that has it) and notes."""
+    notes: list[str] = []
+    digests: dict[str, tuple[str, str, str]] = {}  # "rate=../seed=.." -> (split, mask, folder)
+    rows: list[dict[str, Any]] = []
+    taken: dict[str, Path] = {}
+    datasets: set[str] = set()
+    for folder in folders:
+        frows, masks = _rows_and_masks(folder)
+        datasets |= {str(r["dataset"]) for r in frows}
+        if masks is None:
+            notes.append(f"{folder}: interrupted run (cells only), splits not checked")
+        else:
+            for key, info in masks.items():
+                pair = (str(info.get("split_digest")), str(info.get("mask_digest")))
+                if key in digests and digests[key][:2] != pair:
+                    raise SystemExit(
+                        f"{folder}: {key} has split/mask {pair}, {digests[key][2]} has "
+                        f"{digests[key][:2]}: the folders do not share their splits"
+                    )
+                digests.setdefault(key, (*pair, str(folder)))
+        for method in dict.fromkeys(str(r["method"]) for r in frows):
+            if method in taken:
+                notes.append(f"{folder}: {method} ignored (taken from {taken[method]})")
+                continue
+            taken[method] = folder
+            rows.extend(r for r in frows if r["method"] == method)
+    if len(datasets) > 1:
+        raise SystemExit(f"the folders hold different data sets: {sorted(datasets)}")
+    return rows, notes
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("--reference", required=True, help="the method every other is paired with")
+    p.add_argument("--json", type=Path, default=None, help="also write the comparisons here")
+    args = p.parse_args(argv)
+    rows, notes = pool(args.folders)
+    if args.reference not in {r["method"] for r in rows}:
+        raise SystemExit(f"reference {args.reference!r} is in none of the folders")
+    comps = compare_to_references(rows, {}, references=[args.reference])
+    for note in notes:
+        print(f"note: {note}")
+    out: list[dict[str, Any]] = []
+    for metric in COMPARISON_METRICS:
+        print(f"\n{metric}: method - {args.reference} (95 % paired t)")
+        for c in sorted(
+            (c for c in comps if c.metric == metric and c.reference == args.reference),
+            key=lambda c: (c.missing_rate, c.method),
+        ):
+            mark = (" ▲" if c.mean > 0 else " ▼") if c.excludes_zero else ""
+            print(
+                f"  rate {c.missing_rate:g}  {c.method}: {signed(c.mean)} "
+                f"[{signed(c.low)}, {signed(c.high)}]{mark} (n={c.n})"
+            )
+            out.append(
+                {
+                    "method": c.method,
+                    "reference": c.reference,
+                    "rate": c.missing_rate,
+                    "metric": metric,
+                    "n": c.n,
+                    "diff": c.mean,
+                    "low": c.low,
+                    "high": c.high,
+                }
+            )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        cmd = "python benchmarks/pair_folders.py " + " ".join(str(f) for f in args.folders)
+        doc = {"command": f"{cmd} --reference {args.reference}", "notes": notes}
+        args.json.write_text(json.dumps({**doc, "comparisons": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
