@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -45,7 +46,11 @@ def test_config_takes_auto_or_a_positive_number_and_refuses_the_rest() -> None:
 
 @pytest.mark.parametrize(("n", "expected"), [(90, 16), (1600, 64)])
 def test_a_fit_trains_with_the_resolved_batch(
-    tiny: dict, make_tiny_data: Callable[..., MultimodalData], n: int, expected: int
+    tiny: dict,
+    make_tiny_data: Callable[..., MultimodalData],
+    n: int,
+    expected: int,
+    tmp_path: Path,
 ) -> None:
     data = make_tiny_data(n=n, seed=1)
     train, val, _ = apply_split(data, make_split(data, seed=0))
@@ -60,3 +65,5 @@ def test_a_fit_trains_with_the_resolved_batch(
     assert clf.batch_size_ == expected
     assert len(sizes) == math.ceil(len(train) / expected)
     assert max(sizes) == min(expected, len(train)) and sum(sizes) == len(train)
+    clf.save(tmp_path / "m")  # a loaded estimator says which batch it was trained with
+    assert MoERetrieverClassifier.load(tmp_path / "m").batch_size_ == expected

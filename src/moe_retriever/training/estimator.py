@@ -768,6 +768,7 @@ class MoERetrieverClassifier:
             "pool_size": self.pool_size_,
             "best_epoch": self.best_epoch_,
             "n_dropped": self.n_dropped_,
+            "batch_size": getattr(self, "batch_size_", None),
             "history": self.history_,
             "class_log_prior": (
                 None if self.class_log_prior_ is None else self.class_log_prior_.tolist()
@@ -832,6 +833,8 @@ class MoERetrieverClassifier:
         est.history_ = meta.get("history", [])
         est.best_epoch_ = meta.get("best_epoch")
         est.n_dropped_ = meta.get("n_dropped", 0)
+        if meta.get("batch_size") is not None:  # absent in saves from before batch ``auto``
+            est.batch_size_ = int(meta["batch_size"])
         est.pool_size_ = n
         prior = meta.get("class_log_prior")  # absent in saves from before logit adjustment
         est.class_log_prior_ = None if prior is None else torch.tensor(prior, dtype=torch.float32)
