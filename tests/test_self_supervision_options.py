@@ -6,6 +6,8 @@ its real ones ("real"), and every parameter still gets a gradient."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +140,54 @@ def test_hidden_head_input_is_checked() -> None:
 
 def _model_with(**kw: object) -> MultimodalClassifier:
     return MultimodalClassifier(DIMS, 3, ModelConfig(**SMALL, **kw), "moe-retriever")  # type: ignore[arg-type]
+
+
+def test_contrastive_alignment_scores_a_collapse_and_prefers_the_own_sample() -> None:
+    from moe_retriever.model import _contrastive_alignment
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 4, 8, generator=g)
+    modality = torch.tensor([0, 0, 0, 1, 1, 2])  # the lone modality-2 entry adds nothing
+    collapsed = target[:5].mean(dim=0, keepdim=True).expand(6, 4, 8)
+    loss = _contrastive_alignment(collapsed, target, modality, temperature=1.0)
+    # one query for the whole group: its mean CE is at least log(group size) (chance), since
+    # logsumexp of n scores is at least their mean plus log n
+    chance = (3 * math.log(3) + 2 * math.log(2)) / 5
+    assert float(loss) >= chance - 1e-6
+    exact = _contrastive_alignment(target, target, modality, temperature=0.05)
+    assert float(exact) < 0.05  # its own sample's tokens win by far
+    alone = _contrastive_alignment(target[:1], target[:1], modality[:1], temperature=0.1)
+    assert float(alone) == 0.0
+
+
+def test_contrastive_alignment_reaches_the_objective_and_every_parameter() -> None:
+    g = torch.Generator().manual_seed(0)
+    dims = {"a": 10, "b": 6, "c": 13}
+    obs = torch.rand(40, 3, generator=g) < 0.7
+    obs[obs.sum(1) == 0, 0] = True
+    x = {
+        m: torch.randn(40, d, generator=g) * obs[:, j, None]
+        for j, (m, d) in enumerate(dims.items())
+    }
+    y = torch.randint(0, 3, (40,), generator=g)
+    losses = []
+    for contrast in (0.0, 1.0):
+        torch.manual_seed(0)
+        cfg = ModelConfig(**SMALL, retrieval_dropout=0.5, align_contrast=contrast)  # type: ignore[arg-type]
+        model = MultimodalClassifier(
+            dims, 3, cfg, "moe-retriever", {"n_candidates": 2, "n_shared": 2, "top_k": 4}
+        ).train()
+        model.set_training_pool(x, obs)
+        assert model.hide_generator is not None
+        model.hide_generator.manual_seed(0)
+        out = model(x, obs)
+        losses.append(float(out.aux_loss.detach()))
+        if contrast:
+            (F.cross_entropy(out.logits, y) + out.aux_loss).backward()
+            missing = [
+                n
+                for n, p in model.named_parameters()
+                if p.grad is None or float(p.grad.abs().sum()) == 0.0
+            ]
+            assert missing == []
+    assert losses[1] > losses[0]  # the InfoNCE term is in the auxiliary loss

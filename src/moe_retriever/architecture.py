@@ -45,6 +45,12 @@ class ModelConfig:
     # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
     # encoder's (detached) tokens of their true inputs
     align_weight: float = 5.0
+    # weight (inside align_weight) of a contrastive term: each hidden entry's completion must be
+    # closer to its own sample's encoder tokens than to other samples' of that modality in the
+    # batch (InfoNCE at align_temperature); the cosine term alone can be won by completing
+    # every sample alike (docs/DEFAULTS.md section 10); 0 = off
+    align_contrast: float = 0.0
+    align_temperature: float = 0.1
     # TabM-style efficient ensemble inside one model (heads/ensemble.py): the head's MLP
     # classifier becomes k BatchEnsemble members sharing its weights, trained on the mean of
     # their losses, predicting the mean of their probabilities; 1 = the single model

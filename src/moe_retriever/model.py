@@ -233,6 +233,11 @@ class MultimodalClassifier(nn.Module):
             )
         if config.align_weight < 0:
             raise ValueError(f"align_weight must be >= 0, got {config.align_weight}")
+        if config.align_contrast < 0 or config.align_temperature <= 0:
+            raise ValueError(
+                f"align_contrast must be >= 0 and align_temperature > 0, got "
+                f"{config.align_contrast} and {config.align_temperature}"
+            )
         #: draws of the entries hidden by retrieval self-supervision (only when it is on);
         #: seeded from the global RNG here, reseeded per step by the training module
         self.hide_generator: torch.Generator | None = None
@@ -477,6 +482,11 @@ class MultimodalClassifier(nn.Module):
             pred, target = completed[hidden], true_tokens[hidden].detach()  # (n, P, D)
             if pred.shape[0]:
                 align = (1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)).mean()
+                if self.config.align_contrast > 0:
+                    modality = hidden.nonzero()[:, 1]  # (n,) the modality of each hidden entry
+                    align = align + self.config.align_contrast * _contrastive_alignment(
+                        pred, target, modality, self.config.align_temperature
+                    )
         ctx = HeadContext(
             training=self.training,
             modalities=list(self.modalities),
@@ -533,6 +543,27 @@ class MultimodalClassifier(nn.Module):
         keep = torch.where(observed, u, torch.full_like(u, -1.0)).argmax(dim=1)
         unhide = F.one_hot(keep, observed.shape[1]).bool() & all_hidden[:, None]
         return hidden & ~unhide
+
+
+def _contrastive_alignment(
+    pred: Tensor, target: Tensor, modality: Tensor, temperature: float
+) -> Tensor:
+    """InfoNCE of each hidden entry's completion against the (detached) encoder tokens of the
+    batch's hidden entries of the same modality: its own sample's are the positive, the other
+    samples' the negatives. ``pred``, ``target`` (n, P, D), ``modality`` (n,). A completion that
+    is the same for every sample (a collapse the cosine term alone does not penalise) scores at
+    least log(group size) on average, chance. Entries alone in their modality group add
+    nothing."""
+    q = F.normalize(pred.flatten(1), dim=1, eps=1e-6)
+    k = F.normalize(target.flatten(1), dim=1, eps=1e-6)
+    logits = q @ k.T / temperature  # (n, n)
+    same = modality[:, None] == modality[None, :]
+    logits = logits.masked_fill(~same, float("-inf"))
+    grouped = same.sum(dim=1) > 1
+    if not bool(grouped.any()):
+        return pred.new_zeros(())
+    labels = torch.arange(pred.shape[0], device=pred.device)
+    return F.cross_entropy(logits[grouped], labels[grouped])
 
 
 __all__ = ["ModelConfig", "ModelOutput", "MultimodalClassifier"]
