@@ -8,8 +8,9 @@ t interval (:func:`~moe_retriever.benchmark.stats.compare_to_references`, units 
 
 It refuses folders that do not share their splits: for every (rate, seed) present in two
 folders the split and mask digests that the harness stores in ``results.json`` must be equal.
-A folder of an interrupted run (no ``results.json``) is read from its finished cells
-(``cells/*.json``); those carry no digests, so the script says that it could not check them.
+A folder without ``results.json`` is read from its ``results.csv`` (a copy under docs/results)
+or, for an interrupted run, from its finished cells (``cells/*.json``); those carry no digests,
+so the script says that it could not check them.
 A method present in several folders is taken from the first folder that has it.
 
     python benchmarks/pair_folders.py runs/status2-smart runs/align-smart \\
@@ -32,9 +33,14 @@ def _rows_and_masks(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any] 
     if res.exists():
         doc = json.loads(res.read_text())
         return list(doc["rows"]), dict(doc.get("masks") or {})
+    table = folder / "results.csv"
+    if table.exists():  # a folder copied into docs/results keeps results.csv only
+        import pandas as pd
+
+        return pd.read_csv(table).to_dict("records"), None
     cells = sorted((folder / "cells").glob("*.json"))
     if not cells:
-        raise SystemExit(f"{folder}: neither results.json nor cells/*.json")
+        raise SystemExit(f"{folder}: none of results.json, results.csv, cells/*.json")
     rows: list[dict[str, Any]] = []
     for path in cells:
         rows.extend(json.loads(path.read_text())["rows"])
@@ -52,7 +58,7 @@ def pool(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
         frows, masks = _rows_and_masks(folder)
         datasets |= {str(r["dataset"]) for r in frows}
         if masks is None:
-            notes.append(f"{folder}: interrupted run (cells only), splits not checked")
+            notes.append(f"{folder}: no results.json, splits not checked")
         else:
             for key, info in masks.items():
                 pair = (str(info.get("split_digest")), str(info.get("mask_digest")))
