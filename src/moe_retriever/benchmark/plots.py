@@ -3,7 +3,9 @@ and forest plots of the paired differences to the reference methods."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -156,8 +158,20 @@ def forest_plot(
     return path
 
 
+def plot_stem(name: str) -> str:
+    """A file-name stem for a method or role name that links cleanly from Markdown: runs of
+    characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` (a variant's
+    ``[key=value,...]`` included), plus 6 hex digits of the name's SHA-1 when anything was
+    replaced, so two names never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    if safe == name:
+        return name
+    return f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+
+
 def forest_plots(comparisons: Sequence[PairedComparison], out: str | Path) -> list[Path]:
-    """``<out>/forest_<reference role>.png`` for each reference role of the comparisons."""
+    """``<out>/forest_<reference role>.png`` for each reference role of the comparisons (the
+    role's name made file-safe by :func:`plot_stem`)."""
     paths = []
     for role in dict.fromkeys(c.role for c in comparisons):
         sub = [c for c in comparisons if c.role == role]
@@ -169,7 +183,9 @@ def forest_plots(comparisons: Sequence[PairedComparison], out: str | Path) -> li
             if role == BEST_ANCHOR
             else role
         )
-        p = forest_plot(sub, Path(out) / f"forest_{name}.png", f"paired difference to {what}")
+        p = forest_plot(
+            sub, Path(out) / f"forest_{plot_stem(name)}.png", f"paired difference to {what}"
+        )
         if p is not None:
             paths.append(p)
     return paths
