@@ -242,15 +242,13 @@ def test_input_validation_messages() -> None:
 SELF_SUP = dict(retrieval_dropout=0.5, align_weight=1.0)
 
 
-@pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("routing", ["pooled", "tokens"])
-def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, routing: str):
+def _self_supervised_gradients_reach_every_parameter(cfg: dict, **options: object) -> None:
     torch.manual_seed(0)
     dims = {"a": 10, "b": 6, "c": 13}
     x, obs, y = _data(dims, 40)
     obs[:3] = torch.tensor([[0, 1, 1], [1, 0, 1], [1, 1, 0]], dtype=torch.bool)
-    cfg = {"n_candidates": 2, "n_shared": 2, "top_k": 4, "residual": residual, "routing": routing}
-    model = _model(dims, "moe-retriever", cfg, **SELF_SUP).train()
+    cfg = {"n_candidates": 2, "n_shared": 2, "top_k": 4, **cfg}
+    model = _model(dims, "moe-retriever", cfg, **{**SELF_SUP, **options}).train()
     model.set_training_pool(x, obs)
     out = model({m: v[:20] for m, v in x.items()}, obs[:20], pool_index=torch.arange(20))
     assert int(out.info["self_supervision"]["hidden"]) > 0
@@ -259,6 +257,26 @@ def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, r
         n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().sum()) == 0.0
     ]
     assert missing == []
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("routing", ["pooled", "tokens"])
+def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, routing: str):
+    _self_supervised_gradients_reach_every_parameter({"residual": residual, "routing": routing})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"hidden_head_input": "real"},
+        {"align_contrast": 1.0},
+        {"status_embedding": True},
+        {"retrieval_dropout_match": True},
+    ],
+)
+def test_every_parameter_gets_a_gradient_with_each_self_supervision_option(options: dict):
+    """The options of docs/DEFAULTS.md section 10, each in the mode where it is used."""
+    _self_supervised_gradients_reach_every_parameter({}, **options)
 
 
 def test_alignment_loss_reaches_the_retriever_and_equals_one_minus_cosine() -> None:
