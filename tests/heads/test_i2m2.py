@@ -13,9 +13,11 @@ from moe_retriever.heads.i2m2 import UnimodalExpert
 
 
 def _head(masked: bool = False, **options: object) -> I2M2Head:
-    """The head as the model builds it: no status embedding in masked mode (nothing to mark)."""
+    """The head as the model builds it: the default architecture, and no status embedding in
+    masked mode (nothing to mark) whatever the default says."""
     torch.manual_seed(0)
-    head = create_head("i2m2", MODS, P, D, C, arch(status_embedding=not masked), **options)
+    a = arch(status_embedding=False) if masked else arch()
+    head = create_head("i2m2", MODS, P, D, C, a, **options)
     assert isinstance(head, I2M2Head)
     return head
 
