@@ -11,7 +11,9 @@ folders the split and mask digests that the harness stores in ``results.json`` m
 A folder without ``results.json`` is read from its ``results.csv`` (a copy under docs/results)
 or, for an interrupted run, from its finished cells (``cells/*.json``); those carry no digests,
 so the script says that it could not check them.
-A method present in several folders is taken from the first folder that has it.
+A method present in several folders is pooled over them: each (rate, seed, fold) unit from the
+first folder that has it (a method's seeds run in two stages combine; a unit fitted twice is
+taken once).
 
     python benchmarks/pair_folders.py runs/status2-smart runs/align-smart \\
         --reference moe-retriever --json benchmarks/results/smart_ablations.json
@@ -48,11 +50,11 @@ def _rows_and_masks(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any] 
 
 
 def pool(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of all folders (each method from the first folder that has it) and notes."""
+    """Rows of all folders (each unit of a method from the first folder that has it), notes."""
     notes: list[str] = []
     digests: dict[str, tuple[str, str, str]] = {}  # "rate=../seed=.." -> (split, mask, folder)
     rows: list[dict[str, Any]] = []
-    taken: dict[str, Path] = {}
+    taken: dict[tuple[str, float, int, int], Path] = {}  # (method, rate, seed, fold)
     datasets: set[str] = set()
     for folder in folders:
         frows, masks = _rows_and_masks(folder)
@@ -68,12 +70,20 @@ def pool(folders: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
                         f"{digests[key][:2]}: the folders do not share their splits"
                     )
                 digests.setdefault(key, (*pair, str(folder)))
-        for method in dict.fromkeys(str(r["method"]) for r in frows):
-            if method in taken:
-                notes.append(f"{folder}: {method} ignored (taken from {taken[method]})")
+        skipped: dict[str, Path] = {}
+        for r in frows:
+            unit = (
+                str(r["method"]),
+                float(r["missing_rate"]),
+                int(r["seed"]),
+                int(r.get("fold", 0)),
+            )
+            if taken.setdefault(unit, folder) != folder:
+                skipped[unit[0]] = taken[unit]
                 continue
-            taken[method] = folder
-            rows.extend(r for r in frows if r["method"] == method)
+            rows.append(r)
+        for method, first in skipped.items():
+            notes.append(f"{folder}: {method}'s units already in {first} ignored")
     if len(datasets) > 1:
         raise SystemExit(f"the folders hold different data sets: {sorted(datasets)}")
     return rows, notes

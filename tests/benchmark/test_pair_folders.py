@@ -88,7 +88,7 @@ def test_first_folder_wins_and_cells_only_folders_are_flagged(tmp_path: Path) ->
     ref = [r["value"] for r in rows if r["method"] == "ref" and r["metric"] == "accuracy"]
     assert max(ref) < 1.0  # folder a's rows, not b's shifted copy
     assert any("splits not checked" in n for n in notes)
-    assert any("ref ignored" in n for n in notes)
+    assert any("ref's units already in" in n for n in notes)
     comps = compare_to_references(rows, {}, references=["ref"])
     (c,) = [x for x in comps if x.method == "ablation" and x.metric == "accuracy"]
     assert c.n == 3  # only the units both have
@@ -101,3 +101,13 @@ def test_refuses_two_data_sets(tmp_path: Path) -> None:
     b = _folder(tmp_path, "b", other)
     with pytest.raises(SystemExit, match="different data sets"):
         pf.pool([a, b])
+
+
+def test_a_method_run_in_two_stages_is_pooled(tmp_path: Path) -> None:
+    pf = _script()
+    a = _folder(tmp_path, "a", _rows("ref", 0.0) + _rows("ablation", 0.03, range(3)))
+    b = _folder(tmp_path, "b", _rows("ablation", 0.03, range(3, 5)))
+    rows, _ = pf.pool([a, b])
+    comps = compare_to_references(rows, {}, references=["ref"])
+    (c,) = [x for x in comps if x.method == "ablation" and x.metric == "auroc"]
+    assert c.n == 5 and c.mean == pytest.approx(0.03)
