@@ -241,8 +241,12 @@ class MultimodalClassifier(nn.Module):
         #: draws of the entries hidden by retrieval self-supervision (only when it is on);
         #: seeded from the global RNG here, reseeded per step by the training module
         self.hide_generator: torch.Generator | None = None
-        #: (M,) per-modality hiding probability (set with the training pool)
-        self.hide_probability = torch.full((M,), float(config.retrieval_dropout))
+        #: (M,) per-modality hiding probability, set with the training pool; a buffer (not
+        #: saved), so it follows the model to its device and a step does not copy it there
+        self.hide_probability: Tensor
+        self.register_buffer(
+            "hide_probability", torch.full((M,), float(config.retrieval_dropout)), persistent=False
+        )
         if config.retrieval_dropout > 0 and self.completion.learns:
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
@@ -339,7 +343,7 @@ class MultimodalClassifier(nn.Module):
         if self.config.retrieval_dropout_match and observed.shape[0] > 0:
             missing = 1.0 - observed.float().mean(dim=0).cpu()
             p = torch.minimum(p, missing)
-        return p
+        return p.to(self._device())
 
     @property
     def has_training_pool(self) -> bool:
@@ -538,7 +542,7 @@ class MultimodalClassifier(nn.Module):
             return None
         u = torch.rand(observed.shape, generator=gen).to(observed.device)
         eligible = observed & (observed.sum(dim=1, keepdim=True) >= 2)
-        hidden = eligible & (u < self.hide_probability.to(observed.device)[None, :])
+        hidden = eligible & (u < self.hide_probability[None, :])
         all_hidden = (hidden == eligible).all(dim=1) & eligible.any(dim=1)
         keep = torch.where(observed, u, torch.full_like(u, -1.0)).argmax(dim=1)
         unhide = F.one_hot(keep, observed.shape[1]).bool() & all_hidden[:, None]

@@ -3,9 +3,9 @@
 :class:`TransformerFusion` (a plain module other heads reuse, e.g. as an expert): add modality
 and patch-position embeddings to the (B, M, P, D) tokens (in completed mode also a learned
 observation-status embedding, ``arch.status_embedding``: whether the data has the modality,
-``context.status``), run
-``arch.fusion_layers`` pre-norm transformer blocks over all M * P tokens (optionally with a
-sparse MoE feed-forward), final LayerNorm, mean-pool each modality's P tokens -> (B, M, D).
+``context.status``), run ``arch.fusion_layers`` pre-norm transformer blocks over all M * P
+tokens (optionally with a sparse MoE feed-forward), final LayerNorm, mean-pool each modality's P
+tokens -> (B, M, D).
 
 :class:`TransformerHead`: that fusion, the M pooled vectors concatenated (B, M * D), then an MLP
 (``arch.head_hidden``, GELU, dropout) -> logits; with ``arch.ensemble_k`` = k > 1 the MLP is k
@@ -45,8 +45,8 @@ class TransformerFusion(nn.Module):
         self.n_modalities, self.n_tokens, self.dim = n_modalities, n_tokens, dim
         self.modality_emb = nn.Parameter(torch.randn(n_modalities, dim) * 0.02)
         self.position_emb = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
-        # row 0: completed slot, row 1: observed slot (completed mode only); zero at the start,
-        # so the fusion begins as it would without it
+        # row 0: the data lacks the modality, row 1: it has it (completed mode only); zero at
+        # the start, so the fusion begins as it would without it
         self.status_emb = nn.Parameter(torch.zeros(2, dim)) if arch.status_embedding else None
         self.blocks = nn.ModuleList(
             TransformerBlock(
