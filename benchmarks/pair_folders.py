@@ -94,15 +94,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("folders", nargs="+", type=Path)
     p.add_argument("--reference", required=True, help="the method every other is paired with")
     p.add_argument("--json", type=Path, default=None, help="also write the comparisons here")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        default=list(COMPARISON_METRICS),
+        help="metrics to pair (per class too, e.g. recall/event); default: the headline four",
+    )
     args = p.parse_args(argv)
     rows, notes = pool(args.folders)
     if args.reference not in {r["method"] for r in rows}:
         raise SystemExit(f"reference {args.reference!r} is in none of the folders")
-    comps = compare_to_references(rows, {}, references=[args.reference])
+    comps = compare_to_references(rows, {}, references=[args.reference], metrics=args.metrics)
     for note in notes:
         print(f"note: {note}")
     out: list[dict[str, Any]] = []
-    for metric in COMPARISON_METRICS:
+    for metric in args.metrics:
         print(f"\n{metric}: method - {args.reference} (95 % paired t)")
         for c in sorted(
             (c for c in comps if c.metric == metric and c.reference == args.reference),

@@ -111,3 +111,14 @@ def test_a_method_run_in_two_stages_is_pooled(tmp_path: Path) -> None:
     comps = compare_to_references(rows, {}, references=["ref"])
     (c,) = [x for x in comps if x.method == "ablation" and x.metric == "auroc"]
     assert c.n == 5 and c.mean == pytest.approx(0.03)
+
+
+def test_per_class_metrics_can_be_paired(tmp_path: Path) -> None:
+    pf = _script()
+    rows = _rows("ref", 0.0) + _rows("ablation", 0.02)
+    per_class = [{**r, "metric": "recall/event"} for r in rows if r["metric"] == "accuracy"]
+    a = _folder(tmp_path, "a", rows + per_class)
+    out = tmp_path / "out.json"
+    pf.main([str(a), "--reference", "ref", "--metrics", "recall/event", "--json", str(out)])
+    (d,) = json.loads(out.read_text())["comparisons"]
+    assert d["metric"] == "recall/event" and d["diff"] == pytest.approx(0.02) and d["n"] == 5
