@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     p.add_argument("--split-seed", type=int, default=0, help="seed of the split and the mask")
     p.add_argument(
-        "--variants", nargs="+", default=["before", "after"], help=f"built-in: {list(VARIANTS)}"
+        "--variants",
+        nargs="*",
+        default=["before", "after"],
+        help=f"built-in: {list(VARIANTS)}; an empty --variants runs only those of --variant",
     )
     p.add_argument(
         "--variant", action="append", default=[], help="NAME=key=value,key=value (repeatable)"

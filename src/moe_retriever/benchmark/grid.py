@@ -21,6 +21,10 @@ Backends (``GridOptions``):
   the cluster has CPUs), each with ``max(1, cores // in_flight)`` threads. Ray is an optional
   extra: ``pip install 'moe-retriever[ray]'``.
 
+Interruption: a local pool that is stopped (``kill PID``, Ctrl-C, a cell that raised) kills its
+workers before the error goes on, so no orphaned process keeps fitting; the cells finished
+before are stored and ``resume`` continues from them.
+
 Resume: with an output folder, every finished cell is written at once to
 ``<out>/cells/<cell>.json`` (its rows, routing, selection info and log line) together with a
 fingerprint of what it was fitted on (method, unit, seeds, the config and a digest of its
@@ -37,8 +41,11 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,7 +281,7 @@ def _windowed(
 
 def _local_pool(
     todo: Sequence[Cell], jobs: int, runners: dict[str, Any]
-) -> Iterator[tuple[Cell, CellOutcome | None]]:
+) -> Generator[tuple[Cell, CellOutcome | None], None, None]:
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from joblib.externals.loky import get_reusable_executor
@@ -290,12 +297,38 @@ def _local_pool(
     def submit(cell: Cell) -> Any:
         return executor.submit(run_cell, cell, runners.get(cell.name), threads)
 
-    return _windowed(todo, submit, wait_one, jobs)
+    try:
+        with _terminate_raises():
+            yield from _windowed(todo, submit, wait_one, jobs)
+    except BaseException:
+        # interrupted (SIGTERM, Ctrl-C, a cell that raised, a consumer that stopped): the
+        # workers would otherwise go on fitting the cells in flight, orphaned
+        executor.shutdown(wait=False, kill_workers=True)
+        raise
+
+
+@contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """While inside, SIGTERM (``kill PID``) raises SystemExit in this process instead of
+    ending it at once, so the pool's teardown runs; the previous handler is restored after.
+    Only the main thread can set handlers: elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, raise_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _ray(
     todo: Sequence[Cell], jobs: int, address: str | None, runners: dict[str, Any]
-) -> Iterator[tuple[Cell, CellOutcome | None]]:
+) -> Generator[tuple[Cell, CellOutcome | None], None, None]:
     try:
         import ray
     except ImportError as exc:
@@ -377,11 +410,14 @@ def run_cells(
             else _ray(todo, options.jobs, options.ray_address, runners)
         )
         t0 = time.perf_counter()
-        for cell, outcome in events:
-            if outcome is None:
-                progress.update(running=1)
-            else:
-                finish(cell, outcome)
+        try:
+            for cell, outcome in events:
+                if outcome is None:
+                    progress.update(running=1)
+                else:
+                    finish(cell, outcome)
+        finally:
+            events.close()  # interrupted here (not inside the pool): its teardown runs now
         say(f"grid: {len(todo)} cell(s) in {time.perf_counter() - t0:.0f} s")
     finally:
         progress.close()
