@@ -26,7 +26,9 @@ import path is code, exactly like the Python script that would otherwise use the
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import importlib
 import inspect
 import typing
@@ -146,7 +148,10 @@ class Registry(Generic[T]):
             tp = hints.get(p.name, Any)
             default = p.default
             if isinstance(default, list | dict | set):
-                fields.append((p.name, tp, dataclasses.field(default_factory=lambda d=default: d)))
+                # each options object gets its own copy: a shared mutable default would leak
+                # one instance's changes into the next
+                factory = functools.partial(copy.deepcopy, default)
+                fields.append((p.name, tp, dataclasses.field(default_factory=factory)))
             else:
                 fields.append((p.name, tp, dataclasses.field(default=default)))
         opts = dataclasses.make_dataclass(f"{cls.__name__}Options", fields)

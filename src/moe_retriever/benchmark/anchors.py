@@ -331,7 +331,7 @@ class CompleteCase(Anchor):
     def fit(self, train: MultimodalData, val: MultimodalData | None = None) -> CompleteCase:
         from moe_retriever.training.estimator import MoERetrieverClassifier
 
-        complete = train.observed.all(axis=1)
+        complete = np.asarray(train.observed.all(axis=1), dtype=bool)
         y = _require_labels(train, "training")
         if complete.sum() < 2 or len(np.unique(y[complete])) < 2:
             raise DataValidationError(

@@ -28,7 +28,7 @@ score, drops that unit from that pair only, and the comparison lists the dropped
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,8 +158,8 @@ def bootstrap_interval(
 
 
 def paired_comparison(
-    method_scores: Mapping[Hashable, float],
-    reference_scores: Mapping[Hashable, float],
+    method_scores: Mapping[Any, float],
+    reference_scores: Mapping[Any, float],
     method: str = "method",
     reference: str = "reference",
     metric: str = "metric",

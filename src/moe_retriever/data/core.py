@@ -271,7 +271,7 @@ class MultimodalData:
         """A new, validated data set with ``changes`` (any field) and everything else kept:
         arrays are shared, not copied; the lists and dicts around them are new, so changing
         the result's ``attrs`` or ``class_names`` leaves this one alone."""
-        fields = {
+        fields: dict[str, Any] = {
             "modalities": list(self.modalities),
             "X": dict(self.X),
             "observed": self.observed,

@@ -61,8 +61,9 @@ class TensorSet:
         y = data.y if data.y is not None else np.full(data.n_samples, -1, dtype=np.int64)
         x: dict[str, Any] = {}
         for m in data.modalities:
-            if is_mapped(data.X[m]):  # stays on disk: rows read per batch, NaN read as 0
-                x[m] = data.X[m].filled(0.0)
+            stored: Any = data.X[m]
+            if is_mapped(stored):  # stays on disk: rows read per batch, NaN read as 0
+                x[m] = stored.filled(0.0)
                 continue
             v = np.ascontiguousarray(data.X[m], dtype=np.float32)
             if np.isnan(v).any():
