@@ -12,6 +12,10 @@ criterion of issue 22's bar, whether it holds:
 3. the lower end is above 0 on macro-F1 or balanced accuracy in at least one folder;
 4. no other method is distinguishably above the method on any metric.
 
+A cohort given as ``A+B`` pools folders that share their splits (pair_folders.py), so a method
+fitted later (a new default) is checked against the anchor and the box fitted before;
+``--exclude`` leaves methods out of the box (the previous default).
+
     python benchmarks/cohort_bar.py docs/results/defaults-smart docs/results/defaults-support2 \\
         --json benchmarks/results/cohort_bar.json
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,36 @@ import pandas as pd
 from moe_retriever.benchmark.stats import COMPARISON_METRICS, compare_to_references, signed
 
 
-def check(folders: list[Path], method: str, anchor: str) -> dict[str, Any]:
+def _frame(folder: Path | str) -> tuple[str, pd.DataFrame, list[str]]:
+    """One cohort's long rows: a folder's results.csv, or ``A+B+...``: folders that share
+    their splits pooled by pair_folders.py (each method's units from the first folder that has
+    them; split and mask digests checked where results.json holds them)."""
+    parts = [Path(p) for p in str(folder).split("+")]
+    if len(parts) == 1:
+        return parts[0].name, pd.read_csv(parts[0] / "results.csv"), []
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from pair_folders import pool
+    finally:
+        sys.path.pop(0)
+    rows, notes = pool(parts)
+    return "+".join(p.name for p in parts), pd.DataFrame(rows), notes
+
+
+def check(
+    folders: list[Path] | list[str],
+    method: str,
+    anchor: str,
+    exclude: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The bar's rows and verdicts; ``exclude``: methods of the folders left out of the box
+    (e.g. the previous default when ``method`` is its successor)."""
     rows: list[dict[str, Any]] = []
+    notes: list[str] = []
     for folder in folders:
-        df = pd.read_csv(folder / "results.csv")
+        name, df, pooled_notes = _frame(folder)
+        notes += pooled_notes
+        df = df[~df.method.isin(list(exclude))]
         means = df.groupby(["method", "missing_rate", "metric"]).value.mean()
         # units are (seed, fold) as in the benchmark's own tables
         comps = compare_to_references(df.to_dict("records"), {}, references=[method, anchor])
@@ -47,7 +78,7 @@ def check(folders: list[Path], method: str, anchor: str) -> dict[str, Any]:
                 ]
                 rows.append(
                     {
-                        "data": folder.name,
+                        "data": name,
                         "rate": float(rate),
                         "metric": metric,
                         "n": c.n,
@@ -70,17 +101,31 @@ def check(folders: list[Path], method: str, anchor: str) -> dict[str, Any]:
         ),
         "4 no other method distinguishably above": all(not r["above_method"] for r in rows),
     }
-    return {"method": method, "anchor": anchor, "rows": rows, "verdict": verdict}
+    return {
+        "method": method,
+        "anchor": anchor,
+        "excluded": list(exclude),
+        "notes": notes,
+        "rows": rows,
+        "verdict": verdict,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument(
+        "folders", nargs="+", help="a benchmark folder per cohort, or A+B: folders pooled"
+    )
     p.add_argument("--method", default="moe-retriever")
     p.add_argument("--anchor", default="lr-late-fusion")
+    p.add_argument(
+        "--exclude", nargs="+", default=[], help="methods of the folders left out of the box"
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    res = check(args.folders, args.method, args.anchor)
+    res = check(args.folders, args.method, args.anchor, args.exclude)
+    for note in res["notes"]:
+        print(f"note: {note}")
     print(
         f"| data | rate | metric | {args.method} | {args.anchor} | difference [95 % CI] | "
         "distinguishably above it |"

@@ -32,6 +32,7 @@ def _folder(tmp: Path, name: str, offsets: dict[str, float]) -> Path:
                 value = base + shift + (noise if method != "lr-late-fusion" else 0.0)
                 rows.append(
                     {
+                        "dataset": "cohort",
                         "method": method,
                         "missing_rate": 0.0,
                         "seed": seed,
@@ -62,3 +63,21 @@ def test_each_failure_is_named(tmp_path: Path) -> None:
     assert not v["3 lower end > 0 on macro-F1 or balanced accuracy somewhere"]
     assert not v["4 no other method distinguishably above"]
     assert any("zero" in s for r in res["rows"] for s in r["above_method"])
+
+
+def test_a_method_fitted_later_is_pooled_with_the_box_and_the_old_default_excluded(
+    tmp_path: Path,
+) -> None:
+    # the box (anchor, zero, an old default) in one folder, the new default fitted later on
+    # the same splits in another
+    box = _folder(tmp_path, "box", {"moe-retriever": 0.08, "zero": 0.03, "lr-late-fusion": 0.0})
+    later = _folder(tmp_path, "later", {"moe-retriever[new]": 0.05})
+    pooled = f"{box}+{later}"
+    res = _bar().main([pooled, "--method", "moe-retriever[new]", "--exclude", "moe-retriever"])
+    assert res["rows"][0]["data"] == "box+later"
+    assert all(r["n"] == 6 for r in res["rows"])
+    assert all(res["verdict"].values())  # zero (+0.03) is below the new method (+0.05)
+    # without --exclude the old default (+0.08) is in the box, and above the new one
+    kept = _bar().check([pooled], "moe-retriever[new]", "lr-late-fusion")
+    assert not kept["verdict"]["4 no other method distinguishably above"]
+    assert all(s.startswith("moe-retriever ") for r in kept["rows"] for s in r["above_method"])
