@@ -134,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python benchmarks/pair_folders.py " + " ".join(str(f) for f in args.folders)
-        doc = {"command": f"{cmd} --reference {args.reference}", "notes": notes}
+        cmd += f" --reference '{args.reference}'"
+        if args.metrics != list(COMPARISON_METRICS):
+            cmd += " --metrics " + " ".join(args.metrics)
+        doc = {"command": cmd, "notes": notes}
         args.json.write_text(json.dumps({**doc, "comparisons": out}, indent=1))
 
 

@@ -285,7 +285,9 @@ def test_alignment_loss_reaches_the_retriever_and_equals_one_minus_cosine() -> N
     torch.manual_seed(1)
     dims = {"a": 10, "b": 6, "c": 13}
     x, obs, _ = _data(dims, 40, p=0.9)
-    model = _model(dims, balance_weight=0.0, retrieval_dropout=0.5, align_weight=2.0).train()
+    model = _model(
+        dims, balance_weight=0.0, retrieval_dropout=0.5, align_weight=2.0, align_contrast=0.0
+    ).train()
     model.set_training_pool(x, obs)
     model.hide_generator.manual_seed(7)
     out = model(x, obs, pool_index=torch.arange(40))

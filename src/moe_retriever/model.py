@@ -46,11 +46,17 @@ is direction after the fusion's LayerNorm, and the encoders' token scale drifts 
 cannot be lowered by shrinking the retrieved tokens towards the mean, and it is the fidelity measure
 the benchmark reports. Without the loss the retriever learns only from the classification loss,
 which does not tie its output to the missing modality's token space (measured: cosine ~0.01 to the
-true tokens). A sample's own pool row is excluded from the supporting groups of its hidden entries
-(``pool_index``), otherwise the retriever could copy the sample's own hidden input. The draws use a
-``torch.Generator`` owned by the model (``hide_generator``), which the training module reseeds every
-step like the sampler's. At evaluation nothing is hidden: the method is unchanged at inference.
-docs/METHOD_NOTES.md has the measurements behind the defaults.
+true tokens). The cosine alone can be won by collapse: on modalities of a few features a completion
+that is nearly the same for every sample scored cosine 0.97 with a negative probe R² of the hidden
+features (docs/DEFAULTS.md section 10). ``align_contrast`` > 0 (default 0: the cosine alone)
+adds an InfoNCE term inside the alignment loss: each hidden entry's completion must be nearer its
+own sample's encoder tokens than those of the batch's other hidden entries of its modality
+(temperature ``align_temperature``); it helped on one real cohort and cost on another (same
+section), so it is an option. A sample's own pool row is excluded from the supporting
+groups of its hidden entries (``pool_index``), otherwise the retriever could copy the sample's own
+hidden input. The draws use a ``torch.Generator`` owned by the model (``hide_generator``), which
+the training module reseeds every step like the sampler's. At evaluation nothing is hidden: the
+method is unchanged at inference. docs/METHOD_NOTES.md has the measurements behind the defaults.
 
 Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
 that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
