@@ -270,6 +270,7 @@ def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, r
     [
         {"hidden_head_input": "real"},
         {"align_contrast": 1.0},
+        {"align_loss": "relative_mse"},
         {"status_embedding": True},
         {"retrieval_dropout_match": True},
     ],

@@ -2,7 +2,8 @@
 with probability min(retrieval_dropout, the training pool's missing share of m); off, every
 modality is hidden at retrieval_dropout with exactly the draws it had before.
 ``model.hidden_head_input``: the head sees a hidden entry's retrieved tokens ("completed") or
-its real ones ("real"). ``model.align_contrast``: an InfoNCE term in the alignment loss. That
+its real ones ("real"). ``model.align_contrast``: an InfoNCE term in the alignment loss.
+``model.align_loss``: its base term, 1 - cosine or the relative MSE (1 - R² per modality). That
 every parameter gets a gradient with each option is tested in tests/test_model.py."""
 
 from __future__ import annotations
@@ -150,3 +151,59 @@ def test_contrastive_alignment_reaches_the_objective() -> None:
         model.hide_generator.manual_seed(0)
         losses.append(float(model(x, obs).aux_loss.detach()))
     assert losses[1] > losses[0]
+
+
+def test_relative_mse_is_one_minus_r2_of_the_true_tokens_per_modality() -> None:
+    """0 for the true tokens, exactly 1 for each modality's batch mean (a collapse cannot do
+    better), above 1 for a constant elsewhere, the same after a common rescaling."""
+    from moe_retriever.model import _relative_mse
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(7, 2, 3, generator=g)
+    target[4:] += 5.0  # modality 1 sits elsewhere: centring is per modality
+    modality = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    assert float(_relative_mse(target, target, modality, 2)) == pytest.approx(0.0, abs=1e-9)
+    means = torch.cat(
+        [target[:4].mean(0, keepdim=True).expand(4, -1, -1), target[4:].mean(0).expand(3, -1, -1)]
+    )
+    assert float(_relative_mse(means, target, modality, 2)) == pytest.approx(1.0, rel=1e-5)
+    # one mean over both modalities is a worse constant than each modality's own
+    pooled = target.mean(0, keepdim=True).expand_as(target)
+    assert float(_relative_mse(pooled, target, modality, 2)) > 1.5
+    noisy = target + 0.3 * torch.randn(target.shape, generator=g)
+    base = float(_relative_mse(noisy, target, modality, 2))
+    assert float(_relative_mse(4 * noisy, 4 * target, modality, 2)) == pytest.approx(base, rel=1e-5)
+    # a completion at the right direction but the wrong scale is penalised (the cosine is not)
+    assert float(_relative_mse(3 * target, target, modality, 2)) > 1.0
+
+
+def test_relative_mse_alignment_is_the_objective_with_its_weight() -> None:
+    """aux_loss = align_weight * relative MSE over the hidden entries (balance off)."""
+    from moe_retriever.model import _relative_mse
+
+    x, obs = _pool(60)
+    torch.manual_seed(0)
+    cfg = ModelConfig(  # type: ignore[arg-type]
+        **SMALL,
+        retrieval_dropout=0.5,
+        align_weight=2.0,
+        balance_weight=0.0,
+        align_loss="relative_mse",
+    )
+    model = MultimodalClassifier(DIMS, 3, cfg, "moe-retriever").train()
+    model.set_training_pool(x, obs)
+    assert model.hide_generator is not None
+    model.hide_generator.manual_seed(3)
+    out = model(x, obs, pool_index=torch.arange(60))
+    model.hide_generator.manual_seed(3)
+    hidden = model._draw_hidden(obs)
+    assert hidden is not None and bool(hidden.any())
+    true = model.encode(x, obs).detach()
+    expected = _relative_mse(out.tokens[hidden], true[hidden], hidden.nonzero()[:, 1], 3)
+    assert float(out.aux_loss.detach()) == pytest.approx(2.0 * float(expected), rel=1e-4)
+
+
+def test_an_unknown_align_loss_is_refused() -> None:
+    cfg = ModelConfig(**SMALL, align_loss="mse")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="align_loss must be one of cosine, relative_mse"):
+        MultimodalClassifier(DIMS, 3, cfg, "moe-retriever")

@@ -45,6 +45,11 @@ class ModelConfig:
     # weight of the alignment loss (1 - cosine) of hidden entries' completed tokens to the
     # encoder's (detached) tokens of their true inputs
     align_weight: float = 5.0
+    # the alignment's base term: "cosine" (1 - cosine, per token: scale-free, the default) or
+    # "relative_mse" (squared error over the spread of the true tokens around their modality's
+    # batch mean: 1 - R² in token space, so a completion must match the tokens' scale and
+    # offset too, and a constant one scores no better than the batch mean; docs/DEFAULTS.md)
+    align_loss: str = "cosine"
     # weight (inside align_weight) of a contrastive term: each hidden entry's completion must be
     # closer to its own sample's encoder tokens than to other samples' of that modality in the
     # batch (InfoNCE at align_temperature); the cosine term alone can be won by completing

@@ -52,11 +52,14 @@ features (docs/DEFAULTS.md section 10). ``align_contrast`` > 0 (default 0: the c
 adds an InfoNCE term inside the alignment loss: each hidden entry's completion must be nearer its
 own sample's encoder tokens than those of the batch's other hidden entries of its modality
 (temperature ``align_temperature``); it helped on one real cohort and cost on another (same
-section), so it is an option. A sample's own pool row is excluded from the supporting
-groups of its hidden entries (``pool_index``), otherwise the retriever could copy the sample's own
-hidden input. The draws use a ``torch.Generator`` owned by the model (``hide_generator``), which
-the training module reseeds every step like the sampler's. At evaluation nothing is hidden: the
-method is unchanged at inference. docs/METHOD_NOTES.md has the measurements behind the defaults.
+section), so it is an option. ``align_loss: relative_mse`` replaces the cosine by the squared
+error over the true tokens' spread around their modality's batch mean (1 - R² in token space),
+which also asks for the tokens' scale and offset. A sample's own pool row is excluded from the
+supporting groups of its hidden entries (``pool_index``), otherwise the retriever could copy the
+sample's own hidden input. The draws use a ``torch.Generator`` owned by the model
+(``hide_generator``), which the training module reseeds every step like the sampler's. At
+evaluation nothing is hidden: the method is unchanged at inference. docs/METHOD_NOTES.md has the
+measurements behind the defaults.
 
 Custom encoders: pass ``encoders={"image": module}``, where ``module`` maps a batch (B, F_m) of
 that modality's raw inputs to (B, P, D) with P = ``config.n_tokens`` and D = ``config.dim``; it
@@ -94,6 +97,9 @@ from moe_retriever.completion.base import (
 from moe_retriever.encoders.base import ENCODERS, create_encoder
 from moe_retriever.heads.base import Head, HeadContext, create_head
 from moe_retriever.heads.ensemble import mean_probability_logits
+
+#: base terms of the alignment loss (``ModelConfig.align_loss``)
+ALIGN_LOSSES = ("cosine", "relative_mse")
 
 
 @dataclass
@@ -239,6 +245,10 @@ class MultimodalClassifier(nn.Module):
             )
         if config.align_weight < 0:
             raise ValueError(f"align_weight must be >= 0, got {config.align_weight}")
+        if config.align_loss not in ALIGN_LOSSES:
+            raise ValueError(
+                f"align_loss must be one of {', '.join(ALIGN_LOSSES)}, got {config.align_loss!r}"
+            )
         if config.align_contrast < 0 or config.align_temperature <= 0:
             raise ValueError(
                 f"align_contrast must be >= 0 and align_temperature > 0, got "
@@ -491,9 +501,12 @@ class MultimodalClassifier(nn.Module):
         if hidden is not None:
             pred, target = completed[hidden], true_tokens[hidden].detach()  # (n, P, D)
             if pred.shape[0]:
-                align = (1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)).mean()
+                modality = hidden.nonzero()[:, 1]  # (n,) the modality of each hidden entry
+                if self.config.align_loss == "relative_mse":
+                    align = _relative_mse(pred, target, modality, len(self.modalities))
+                else:
+                    align = (1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-6)).mean()
                 if self.config.align_contrast > 0:
-                    modality = hidden.nonzero()[:, 1]  # (n,) the modality of each hidden entry
                     align = align + self.config.align_contrast * _contrastive_alignment(
                         pred, target, modality, self.config.align_temperature
                     )
@@ -576,4 +589,22 @@ def _contrastive_alignment(
     return F.cross_entropy(logits[grouped], labels[grouped])
 
 
-__all__ = ["ModelConfig", "ModelOutput", "MultimodalClassifier"]
+def _relative_mse(pred: Tensor, target: Tensor, modality: Tensor, n_modalities: int) -> Tensor:
+    """sum ||pred - target||² / sum ||target - mean of its modality's targets||² over the
+    hidden entries: 1 - R² of the completions in token space, the batch's per-modality mean of
+    the true tokens as the baseline. ``pred``, ``target`` (n, P, D), ``modality`` (n,). Unlike
+    the cosine it is not scale-free: a completion must match the true tokens' scale and offset,
+    and one that is the same for every sample scores at best 1 (the modality mean), so a
+    collapse cannot win it. The ratio is invariant to a common rescaling of the encoder's tokens
+    (their scale drifts in training). Entries alone in their modality give no spread; the
+    denominator has a floor (1e-6 per entry) so a batch of such entries cannot divide by 0."""
+    flat = target.flatten(1)  # (n, P*D)
+    sums = flat.new_zeros(n_modalities, flat.shape[1]).index_add_(0, modality, flat)
+    counts = torch.bincount(modality, minlength=n_modalities).clamp(min=1).to(flat.dtype)
+    centred = flat - (sums / counts[:, None])[modality]
+    spread = centred.pow(2).sum()
+    error = (pred.flatten(1) - flat).pow(2).sum()
+    return error / (spread + 1e-6 * flat.shape[0])
+
+
+__all__ = ["ALIGN_LOSSES", "ModelConfig", "ModelOutput", "MultimodalClassifier"]
