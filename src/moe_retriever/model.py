@@ -499,9 +499,10 @@ class MultimodalClassifier(nn.Module):
         completed = comp.tokens
         align = completed.new_zeros(())
         if hidden is not None:
-            pred, target = completed[hidden], true_tokens[hidden].detach()  # (n, P, D)
+            # the hidden entries (n,) in hidden's row-major order, and each one's modality
+            rows, modality = hidden.nonzero().unbind(1)
+            pred, target = completed[rows, modality], true_tokens[rows, modality].detach()
             if pred.shape[0]:
-                modality = hidden.nonzero()[:, 1]  # (n,) the modality of each hidden entry
                 if self.config.align_loss == "relative_mse":
                     align = _relative_mse(pred, target, modality, len(self.modalities))
                 else:
