@@ -273,6 +273,7 @@ def test_every_parameter_gets_a_gradient_with_self_supervision(residual: bool, r
         {"align_loss": "relative_mse"},
         {"status_embedding": True},
         {"retrieval_dropout_match": True},
+        {"retrieval_dropout_match": "pool"},
     ],
 )
 def test_every_parameter_gets_a_gradient_with_each_self_supervision_option(options: dict):

@@ -1,6 +1,7 @@
-"""Options of retrieval self-supervision. ``model.retrieval_dropout_match``: modality m is hidden
-with probability min(retrieval_dropout, the training pool's missing share of m); off, every
-modality is hidden at retrieval_dropout with exactly the draws it had before.
+"""Options of retrieval self-supervision. ``model.retrieval_dropout_match``: "modality" (true),
+modality m is hidden with probability min(retrieval_dropout, the training pool's missing share
+of m); "pool", every modality with min(retrieval_dropout, the pool's share of missing entries);
+off, every modality is hidden at retrieval_dropout with exactly the draws it had before.
 ``model.hidden_head_input``: the head sees a hidden entry's retrieved tokens ("completed") or
 its real ones ("real"). ``model.align_contrast``: an InfoNCE term in the alignment loss.
 ``model.align_loss``: its base term, 1 - cosine or the relative MSE (1 - R² per modality). That
@@ -30,13 +31,13 @@ def _pool(n: int = 400) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     return x, obs
 
 
-def _model(match: bool, p: float = 0.3) -> MultimodalClassifier:
+def _model(match: bool | str, p: float = 0.3) -> MultimodalClassifier:
     torch.manual_seed(0)
     cfg = ModelConfig(**SMALL, retrieval_dropout=p, retrieval_dropout_match=match)  # type: ignore[arg-type]
     return MultimodalClassifier(DIMS, 3, cfg, "moe-retriever").train()
 
 
-def _seeded(match: bool, seed: int) -> tuple[MultimodalClassifier, torch.Tensor]:
+def _seeded(match: bool | str, seed: int) -> tuple[MultimodalClassifier, torch.Tensor]:
     """A model with the pool of :func:`_pool` and its hiding generator seeded; the mask."""
     x, obs = _pool()
     model = _model(match)
@@ -54,6 +55,53 @@ def test_probability_is_capped_by_the_pool_missing_share() -> None:
     off = _model(False)
     off.set_training_pool(x, obs)
     torch.testing.assert_close(off.hide_probability, torch.full((3,), 0.3))
+
+
+def test_pool_mode_caps_every_modality_by_the_pool_share_of_missing_entries() -> None:
+    """Pool shares 0, 0.5 and 0.05: 0.55 / 3 of the entries are missing, under the 0.3 cap;
+    below the share the cap wins; a pool that misses nothing hides nothing."""
+    x, obs = _pool()
+    share = float((~obs).float().mean())
+    assert abs(share - 0.55 / 3) < 1e-6
+    model = _model("pool")
+    model.set_training_pool(x, obs)
+    torch.testing.assert_close(model.hide_probability, torch.full((3,), share))
+    capped = _model("pool", p=0.1)
+    capped.set_training_pool(x, obs)
+    torch.testing.assert_close(capped.hide_probability, torch.full((3,), 0.1))
+    full = _model("pool")
+    full.set_training_pool(x, torch.ones_like(obs))
+    torch.testing.assert_close(full.hide_probability, torch.zeros(3))
+    assert full._draw_hidden(obs) is None or not bool(full._draw_hidden(obs).any())
+
+
+def test_pool_mode_draws_at_the_shared_rate() -> None:
+    model, _ = _seeded("pool", 2)
+    hidden = model._draw_hidden(torch.ones(20000, 3, dtype=torch.bool))
+    assert hidden is not None
+    rates = hidden.float().mean(dim=0)
+    assert all(abs(float(r) - 0.55 / 3) < 0.02 for r in rates)
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        (True, "modality"),
+        (False, "off"),
+        ("true", "modality"),
+        ("false", "off"),
+        ("modality", "modality"),
+        ("pool", "pool"),
+    ],
+)
+def test_match_spellings(value: bool | str, mode: str) -> None:
+    """Booleans (and their command-line strings) are the earlier spellings of off / modality."""
+    assert _model(value).match_mode == mode
+
+
+def test_an_unknown_match_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be one of off, modality, pool"):
+        _model("sample")
 
 
 def test_a_modality_the_data_always_has_is_never_hidden_and_rates_follow() -> None:

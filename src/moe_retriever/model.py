@@ -33,8 +33,10 @@ Retrieval self-supervision (``retrieval_dropout`` > 0, training mode, ``retrieve
 for completion methods that learn, e.g. moe-retriever and bank): before completion, each observed
 entry of a sample with at least 2 observed modalities is hidden with probability
 ``retrieval_dropout`` (never all of them: if every observed entry was drawn, one drawn at random
-stays); with ``retrieval_dropout_match`` modality m's probability is at most the share of the
-training pool that misses m (a modality the data always has is never hidden). Hidden entries are
+stays); with ``retrieval_dropout_match: modality`` modality m's probability is at most the
+share of the training pool that misses m (a modality the data always has is never hidden); with
+``retrieval_dropout_match: pool`` every modality's is at most the share of the pool's entries
+that are missing (a cohort that misses little is trained with little hiding). Hidden entries are
 completed by the completion method exactly like naturally missing ones (supporting groups from the
 training pool, keyed by the reduced observed set) and fusion and head see the completed tokens. The
 alignment loss is ``1 - cosine`` between each hidden entry's completed tokens and the encoder's
@@ -100,6 +102,22 @@ from moe_retriever.heads.ensemble import mean_probability_logits
 
 #: base terms of the alignment loss (``ModelConfig.align_loss``)
 ALIGN_LOSSES = ("cosine", "relative_mse")
+#: modes of ``ModelConfig.retrieval_dropout_match`` (how the hiding probability follows the
+#: training pool's missingness)
+DROPOUT_MATCH = ("off", "modality", "pool")
+
+
+def _match_mode(value: bool | str) -> str:
+    if isinstance(value, bool):
+        return "modality" if value else "off"
+    legacy = {"true": "modality", "false": "off"}
+    mode = legacy.get(str(value).lower(), str(value))
+    if mode not in DROPOUT_MATCH:
+        raise ValueError(
+            f"retrieval_dropout_match must be one of {', '.join(DROPOUT_MATCH)} (or true/false), "
+            f"got {value!r}"
+        )
+    return mode
 
 
 @dataclass
@@ -239,6 +257,7 @@ class MultimodalClassifier(nn.Module):
         self.pool = _PoolBuffers(self._keys, self.dims, M)
         if not 0.0 <= config.retrieval_dropout < 1.0:
             raise ValueError(f"retrieval_dropout must be in [0, 1), got {config.retrieval_dropout}")
+        _match_mode(config.retrieval_dropout_match)  # refuses an unknown value here
         if config.hidden_head_input not in ("completed", "real"):
             raise ValueError(
                 f"hidden_head_input must be 'completed' or 'real', got {config.hidden_head_input!r}"
@@ -356,10 +375,19 @@ class MultimodalClassifier(nn.Module):
         ``retrieval_dropout``, capped by the pool's missing share of the modality when
         ``retrieval_dropout_match`` is on."""
         p = torch.full((len(self.modalities),), float(self.config.retrieval_dropout))
-        if self.config.retrieval_dropout_match and observed.shape[0] > 0:
+        match = self.match_mode
+        if match != "off" and observed.shape[0] > 0:
             missing = 1.0 - observed.float().mean(dim=0).cpu()
+            if match == "pool":
+                missing = missing.mean().expand_as(p)
             p = torch.minimum(p, missing)
         return p.to(self._device())
+
+    @property
+    def match_mode(self) -> str:
+        """``retrieval_dropout_match`` as one of :data:`DROPOUT_MATCH` (bools are the legacy
+        spellings of "off" and "modality")."""
+        return _match_mode(self.config.retrieval_dropout_match)
 
     @property
     def has_training_pool(self) -> bool:
