@@ -14,7 +14,10 @@ criterion of issue 22's bar, whether it holds:
 
 A cohort given as ``A+B`` pools folders that share their splits (pair_folders.py), so a method
 fitted later (a new default) is checked against the anchor and the box fitted before;
-``--exclude`` leaves methods out of the box (the previous default).
+``--exclude`` leaves methods out of the box (the previous default). ``--same-as OLD``: at a rate
+where the method has no rows, OLD's rows stand for it (a new default that is bit for bit the old
+one at that rate, e.g. ``retrieval_dropout_match: pool`` wherever 30 % or more of the entries are
+missing); the notes name those rates, and OLD leaves the box.
 
     python benchmarks/cohort_bar.py docs/results/defaults-smart docs/results/defaults-support2 \\
         --json benchmarks/results/cohort_bar.json
@@ -55,14 +58,28 @@ def check(
     method: str,
     anchor: str,
     exclude: list[str] | tuple[str, ...] = (),
+    same_as: str | None = None,
 ) -> dict[str, Any]:
     """The bar's rows and verdicts; ``exclude``: methods of the folders left out of the box
-    (e.g. the previous default when ``method`` is its successor)."""
+    (e.g. the previous default when ``method`` is its successor); ``same_as``: a method whose
+    rows stand for ``method`` at the rates where ``method`` has none (then left out of the
+    box)."""
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for folder in folders:
         name, df, pooled_notes = _frame(folder)
         notes += pooled_notes
+        if same_as is not None:
+            have = set(df.missing_rate[df.method == method])
+            stand_in = df[(df.method == same_as) & ~df.missing_rate.isin(have)]
+            if len(stand_in):
+                filled = sorted(float(r) for r in stand_in.missing_rate.unique())
+                notes.append(
+                    f"{name}: at rate(s) {', '.join(f'{r:g}' for r in filled)} the rows of "
+                    f"{same_as} stand for {method} (--same-as)"
+                )
+                df = pd.concat([df, stand_in.assign(method=method)], ignore_index=True)
+            df = df[df.method != same_as]
         df = df[~df.method.isin(list(exclude))]
         means = df.groupby(["method", "missing_rate", "metric"]).value.mean()
         # units are (seed, fold) as in the benchmark's own tables
@@ -121,9 +138,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--exclude", nargs="+", default=[], help="methods of the folders left out of the box"
     )
+    p.add_argument(
+        "--same-as",
+        default=None,
+        help="a method whose rows stand for --method at rates where --method has none",
+    )
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    res = check(args.folders, args.method, args.anchor, args.exclude)
+    res = check(args.folders, args.method, args.anchor, args.exclude, args.same_as)
     for note in res["notes"]:
         print(f"note: {note}")
     print(

@@ -21,10 +21,12 @@ def _bar():
     return module
 
 
-def _folder(tmp: Path, name: str, offsets: dict[str, float]) -> Path:
+def _folder(
+    tmp: Path, name: str, offsets: dict[str, float], rates: tuple[float, ...] = (0.0,)
+) -> Path:
     """results.csv of three methods over 6 seeds; ``offsets``: method -> shift over lr."""
     rows = []
-    for seed in range(6):
+    for rate, seed in ((r, s) for r in rates for s in range(6)):
         for metric in METRICS:
             base = 0.6 + 0.01 * ((seed * 7) % 5)
             for method, shift in offsets.items():
@@ -34,7 +36,7 @@ def _folder(tmp: Path, name: str, offsets: dict[str, float]) -> Path:
                     {
                         "dataset": "cohort",
                         "method": method,
-                        "missing_rate": 0.0,
+                        "missing_rate": rate,
                         "seed": seed,
                         "metric": metric,
                         "value": value,
@@ -81,3 +83,36 @@ def test_a_method_fitted_later_is_pooled_with_the_box_and_the_old_default_exclud
     kept = _bar().check([pooled], "moe-retriever[new]", "lr-late-fusion")
     assert not kept["verdict"]["4 no other method distinguishably above"]
     assert all(s.startswith("moe-retriever ") for r in kept["rows"] for s in r["above_method"])
+
+
+def test_same_as_stands_in_only_where_the_new_method_was_not_fitted(tmp_path: Path) -> None:
+    """A new default fitted at rate 0 only; at 0.5 it is bit for bit the old one, whose rows
+    stand for it there; the old default leaves the box at both rates."""
+    box = _folder(
+        tmp_path,
+        "box",
+        {"moe-retriever": 0.01, "zero": 0.0, "lr-late-fusion": 0.0},
+        rates=(0.0, 0.5),
+    )
+    later = _folder(tmp_path, "later", {"moe-retriever[new]": 0.04})
+    res = _bar().main(
+        [f"{box}+{later}", "--method", "moe-retriever[new]", "--same-as", "moe-retriever"]
+    )
+    by_rate = {r["rate"]: r for r in res["rows"] if r["metric"] == "macro_f1"}
+    assert set(by_rate) == {0.0, 0.5}
+    assert abs(by_rate[0.0]["diff"] - 0.04) < 0.003  # its own rows at rate 0
+    assert abs(by_rate[0.5]["diff"] - 0.01) < 0.003  # the old default's at 0.5
+    assert all(r["n"] == 6 for r in res["rows"])
+    assert any("0.5" in n and "--same-as" in n for n in res["notes"])
+    # at rate 0 the old default (+0.01) would not be above the new one anyway; with the
+    # old default ahead, --same-as must still take it out of the box
+    ahead = _folder(
+        tmp_path,
+        "ahead",
+        {"moe-retriever": 0.08, "zero": 0.0, "lr-late-fusion": 0.0},
+        rates=(0.0, 0.5),
+    )
+    res = _bar().check(
+        [f"{ahead}+{later}"], "moe-retriever[new]", "lr-late-fusion", same_as="moe-retriever"
+    )
+    assert res["verdict"]["4 no other method distinguishably above"]
