@@ -248,10 +248,31 @@ def test_relative_mse_alignment_is_the_objective_with_its_weight() -> None:
     assert hidden is not None and bool(hidden.any())
     true = model.encode(x, obs).detach()
     expected = _relative_mse(out.tokens[hidden], true[hidden], hidden.nonzero()[:, 1], 3)
-    assert float(out.aux_loss.detach()) == pytest.approx(2.0 * float(expected), rel=1e-4)
+    assert float(out.aux_loss.detach()) == pytest.approx(2.0 * float(expected.detach()), rel=1e-4)
 
 
 def test_an_unknown_align_loss_is_refused() -> None:
     cfg = ModelConfig(**SMALL, align_loss="mse")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="align_loss must be one of cosine, relative_mse"):
         MultimodalClassifier(DIMS, 3, cfg, "moe-retriever")
+
+
+def test_the_default_is_pool_and_draws_like_off_where_a_third_or_more_is_missing() -> None:
+    """The library default hides like the earlier default (off) wherever 30 % or more of the
+    pool's entries are missing: the same probabilities and the same draws."""
+    assert ModelConfig().retrieval_dropout_match == "pool"
+    x, obs = _pool()
+    heavy = obs.clone()
+    heavy[::3, 0] = False  # (1/3 + 0.5 + 0.05) / 3 = 0.29 -> 0.3 with the next line
+    heavy[1::7, 2] = False
+    assert float((~heavy).float().mean()) >= 0.3
+    draws = []
+    for match in ("pool", False):
+        model = _model(match)
+        model.set_training_pool(x, heavy)
+        assert model.hide_generator is not None
+        model.hide_generator.manual_seed(5)
+        torch.testing.assert_close(model.hide_probability, torch.full((3,), 0.3))
+        draws.append(model._draw_hidden(heavy))
+    assert draws[0] is not None and draws[1] is not None
+    assert torch.equal(draws[0], draws[1])

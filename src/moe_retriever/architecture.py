@@ -34,12 +34,13 @@ class ModelConfig:
     # Retrieval self-supervision (training only, retrieval on, learning completion methods):
     # probability of hiding each observed entry of a sample with >= 2 observed (never the last)
     retrieval_dropout: float = 0.3
-    # how retrieval_dropout follows the training pool's missingness (docs/DEFAULTS.md section
-    # 10): "off" (or false): every modality at retrieval_dropout; "modality" (or true): modality
+    # how retrieval_dropout follows the training pool's missingness (docs/DEFAULTS.md sections
+    # 10-11): "off" (or false): every modality at retrieval_dropout; "modality" (or true): modality
     # m at min(retrieval_dropout, the share of training samples that miss m); "pool": every
     # modality at min(retrieval_dropout, the share of the pool's (sample, modality) entries that
-    # are missing), so a cohort that misses little is trained with little hiding
-    retrieval_dropout_match: bool | str = False
+    # are missing), so a cohort that misses little is trained with little hiding (the default
+    # since issue 22; wherever 30 % or more of the entries are missing it is "off" bit for bit)
+    retrieval_dropout_match: bool | str = "pool"
     # what the head sees for an entry hidden by self-supervision: "completed" (its retrieved
     # tokens: the head also learns from retrieved inputs) or "real" (the encoder's tokens of
     # the real input: the retrieved ones only train the retriever through the alignment loss)
