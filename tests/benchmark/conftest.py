@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -36,3 +41,21 @@ def tiny_data(n: int = 90, seed: int = 0, missing: float = 0.25) -> MultimodalDa
 @pytest.fixture
 def tiny() -> MultimodalData:
     return tiny_data()
+
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark_script(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench_script() -> Callable[[str], ModuleType]:
+    """Loads a script of benchmarks/ by name: ``bench_script("same_cells").main([...])``."""
+    return load_benchmark_script

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
-
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("same_cells", BENCH / "same_cells.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _folder(tmp: Path, name: str, method: str, shift: float = 0.0, seconds: float = 1.0) -> Path:
@@ -30,21 +19,23 @@ def _folder(tmp: Path, name: str, method: str, shift: float = 0.0, seconds: floa
     return folder
 
 
-def test_same_values_pass_and_timings_are_left_out(tmp_path: Path) -> None:
+def test_same_values_pass_and_timings_are_left_out(tmp_path: Path, bench_script) -> None:
+    script = bench_script("same_cells")
     new = _folder(tmp_path, "new", "m", seconds=9.0)
     old = _folder(tmp_path, "old", "m[x=1]", seconds=1.0)
     args = [str(new), str(old), "--method", "m", "--old-method", "m[x=1]", "--rate", "0.5"]
-    assert _script().main(args) == 0
-    res = _script().compare(new, old, "m", "m[x=1]", 0.5)
+    assert script.main(args) == 0
+    res = script.compare(new, old, "m", "m[x=1]", 0.5)
     assert res["n_values"] == 6 and res["max_abs_diff"] == 0.0
 
 
-def test_a_changed_value_or_nothing_in_common_fails(tmp_path: Path, capsys) -> None:
+def test_a_changed_value_or_nothing_in_common_fails(tmp_path: Path, capsys, bench_script) -> None:
+    script = bench_script("same_cells")
     new = _folder(tmp_path, "new", "m", shift=1e-9)
     old = _folder(tmp_path, "old", "m")
-    assert _script().main([str(new), str(old), "--method", "m", "--rate", "0.5"]) == 1
+    assert script.main([str(new), str(old), "--method", "m", "--rate", "0.5"]) == 1
     assert "DIFFERENT" in capsys.readouterr().out
     ok = [str(new), str(old), "--method", "m", "--rate", "0.5", "--tolerance", "1e-6"]
-    assert _script().main(ok) == 0
-    assert _script().main([str(new), str(old), "--method", "m", "--rate", "0"]) == 1
-    assert _script().main([str(new), str(old), "--method", "other", "--rate", "0.5"]) == 1
+    assert script.main(ok) == 0
+    assert script.main([str(new), str(old), "--method", "m", "--rate", "0"]) == 1
+    assert script.main([str(new), str(old), "--method", "other", "--rate", "0.5"]) == 1
