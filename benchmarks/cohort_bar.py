@@ -21,6 +21,9 @@ missing); the notes name those rates, and OLD leaves the box.
 
     python benchmarks/cohort_bar.py docs/results/defaults-smart docs/results/defaults-support2 \\
         --json benchmarks/results/cohort_bar.json
+
+``--plots DIR`` draws, per cohort, the forest plot of every method's paired difference to the
+anchor (``DIR/forest_<cohort>.png``), so a pooled comparison has its picture too.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def check(
     anchor: str,
     exclude: list[str] | tuple[str, ...] = (),
     same_as: str | None = None,
+    plots: Path | None = None,
 ) -> dict[str, Any]:
     """The bar's rows and verdicts; ``exclude``: methods of the folders left out of the box
     (e.g. the previous default when ``method`` is its successor); ``same_as``: a method whose
@@ -84,6 +88,16 @@ def check(
         means = df.groupby(["method", "missing_rate", "metric"]).value.mean()
         # units are (seed, fold) as in the benchmark's own tables
         comps = compare_to_references(df.to_dict("records"), {}, references=[method, anchor])
+        if plots is not None:
+            from moe_retriever.benchmark.plots import forest_plot, plot_stem
+
+            drawn = forest_plot(
+                [c for c in comps if c.reference == anchor],
+                Path(plots) / f"forest_{plot_stem(name)}.png",
+                f"{name}: paired difference to {anchor}",
+            )
+            if drawn is not None:
+                notes.append(f"{name}: forest plot {drawn}")
         for rate in sorted(df.missing_rate.unique()):
             for metric in COMPARISON_METRICS:
                 here = [c for c in comps if c.missing_rate == rate and c.metric == metric]
@@ -144,8 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="a method whose rows stand for --method at rates where --method has none",
     )
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--plots", type=Path, default=None, help="folder for a forest plot per cohort")
     args = p.parse_args(argv)
-    res = check(args.folders, args.method, args.anchor, args.exclude, args.same_as)
+    res = check(args.folders, args.method, args.anchor, args.exclude, args.same_as, args.plots)
     for note in res["notes"]:
         print(f"note: {note}")
     print(

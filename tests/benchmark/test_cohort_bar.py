@@ -116,3 +116,13 @@ def test_same_as_stands_in_only_where_the_new_method_was_not_fitted(tmp_path: Pa
         [f"{ahead}+{later}"], "moe-retriever[new]", "lr-late-fusion", same_as="moe-retriever"
     )
     assert res["verdict"]["4 no other method distinguishably above"]
+
+
+def test_plots_draws_a_forest_per_cohort(tmp_path: Path) -> None:
+    a = _folder(tmp_path, "a", {"moe-retriever": 0.02, "zero": 0.0, "lr-late-fusion": 0.0})
+    b = _folder(tmp_path, "b", {"moe-retriever": 0.01, "zero": 0.0, "lr-late-fusion": 0.0})
+    res = _bar().main([str(a), str(b), "--plots", str(tmp_path / "plots")])
+    drawn = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+    assert drawn == ["forest_a.png", "forest_b.png"]
+    assert all((tmp_path / "plots" / n).stat().st_size > 1000 for n in drawn)
+    assert sum("forest plot" in n for n in res["notes"]) == 2
