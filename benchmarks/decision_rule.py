@@ -10,7 +10,9 @@ then scores the test part under
 
 * ``moe-retriever[decision=tau1]``: tau = 1, the library's rule;
 * ``moe-retriever[decision=val-<metric>]``: tau chosen on the validation part from ``--taus``
-  to maximise ``<metric>`` (balanced accuracy, macro-F1), ties to the tau nearest 1.
+  to maximise ``<metric>`` (balanced accuracy, macro-F1), ties to the tau nearest 1: what
+  ``train.posthoc_select: <metric>`` does inside the library
+  (:func:`moe_retriever.training.decision.choose_tau`).
 
 Only the decision changes; the fit, the ranking and so AUROC are the same. It writes a
 ``results.csv`` in the benchmark's long format (pair it with a benchmark folder of the same
@@ -34,30 +36,6 @@ from typing import Any
 import numpy as np
 
 RULE_METRICS = ("balanced_accuracy", "macro_f1")
-DEFAULT_TAUS = tuple(round(0.1 * i, 1) for i in range(31))  # 0.0 .. 3.0
-
-
-def _choose(
-    y: np.ndarray, log_p: np.ndarray, log_prior: np.ndarray, taus: tuple[float, ...], metric: str
-) -> float:
-    """The tau in ``taus`` maximising ``metric`` of argmax(log_p - tau * log_prior) on (y,
-    log_p); ties go to the tau nearest 1."""
-    from moe_retriever.training.metrics import classification_metrics
-
-    best: tuple[float, float] | None = None
-    for tau in sorted(taus, key=lambda t: abs(t - 1.0)):
-        score = classification_metrics(y, _proba(log_p, log_prior, tau))[metric]
-        if best is None or score > best[1]:
-            best = (tau, score)
-    assert best is not None
-    return best[0]
-
-
-def _proba(log_p: np.ndarray, log_prior: np.ndarray, tau: float) -> np.ndarray:
-    z = log_p - tau * log_prior[None, :]
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def run_unit(
@@ -67,6 +45,7 @@ def run_unit(
 
     from moe_retriever.benchmark.harness import benchmark_config, prepare_run
     from moe_retriever.datasets import load_dataset
+    from moe_retriever.training.decision import adjusted_proba, choose_tau
     from moe_retriever.training.estimator import MoERetrieverClassifier, quiet_lightning
     from moe_retriever.training.metrics import classification_metrics
 
@@ -79,7 +58,7 @@ def run_unit(
     est = MoERetrieverClassifier(method="moe-retriever", config=cfg, seed=seed)
     with quiet_lightning():
         est.fit(train, val)
-    est.config_.train.posthoc_adjust = 0.0  # raw probabilities; the rules adjust them below
+    est.posthoc_tau_ = 0.0  # raw probabilities; the rules adjust them below
     log_prior = np.asarray(est.class_log_prior_, dtype=np.float64)
     log_pv = np.log(np.clip(est.predict_proba(val).astype(np.float64), 1e-12, None))
     log_pt = np.log(np.clip(est.predict_proba(test).astype(np.float64), 1e-12, None))
@@ -87,9 +66,9 @@ def run_unit(
     yt = np.asarray(est._label_index(test))
     chosen = {"tau1": 1.0}
     for metric in RULE_METRICS:
-        chosen[f"val-{metric}"] = _choose(yv, log_pv, log_prior, taus, metric)
+        chosen[f"val-{metric}"] = choose_tau(yv, log_pv, log_prior, metric, taus)
     scores = {
-        rule: classification_metrics(yt, _proba(log_pt, log_prior, tau))
+        rule: classification_metrics(yt, adjusted_proba(log_pt, log_prior, tau))
         for rule, tau in chosen.items()
     }
     return {
@@ -109,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("dataset")
     p.add_argument("--missing-rates", nargs="+", type=float, default=[0.0])
     p.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
-    p.add_argument("--taus", nargs="+", type=float, default=list(DEFAULT_TAUS))
+    p.add_argument("--taus", nargs="+", type=float, default=None, help="default: 0 to 3 by 0.1")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads per fit")
     p.add_argument("--out", type=Path, required=True)
@@ -118,7 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from joblib import Parallel, delayed
 
     units = [(r, s) for r in args.missing_rates for s in args.seeds]
-    taus = tuple(args.taus)
+    from moe_retriever.training.decision import TAU_GRID
+
+    taus = tuple(args.taus) if args.taus else TAU_GRID
     results = Parallel(n_jobs=args.jobs)(
         delayed(run_unit)(args.dataset, r, s, taus, args.threads) for r, s in units
     )

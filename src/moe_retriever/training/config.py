@@ -113,6 +113,11 @@ class TrainerConfig:
     training and the epoch selection (on validation loss) are those of plain cross-entropy, only
     the decision moves towards the small classes; docs/DEFAULTS.md section 6 has the
     measurement. ``posthoc_adjust: 0`` gives the unadjusted predictions.
+    ``posthoc_select`` (``none`` by default, or ``balanced_accuracy`` / ``macro_f1``): after
+    the fit, tau is chosen on the validation part from 0 to 3 in steps of 0.1 to maximise that
+    metric (ties to the tau nearest 1) and replaces ``posthoc_adjust`` for predictions
+    (``posthoc_tau_`` on the fitted estimator; each member of an ensemble chooses its own):
+    the decision for the metric the user reports (:mod:`moe_retriever.training.decision`).
     """
 
     epochs: int = 30
@@ -123,6 +128,7 @@ class TrainerConfig:
     class_weights: Literal["none", "balanced"] = "none"
     logit_adjust: float = 0.0
     posthoc_adjust: float = 1.0
+    posthoc_select: Literal["none", "balanced_accuracy", "macro_f1"] = "none"
     gradient_clip_val: float | None = None
     select_smoothing: float = 0.0
     weight_average: Literal["none", "ema"] = "ema"
@@ -239,6 +245,11 @@ class TrainConfig:
         for key in ("logit_adjust", "posthoc_adjust"):
             if getattr(t, key) < 0:
                 raise ValueError(f"train.{key} must be >= 0, got {getattr(t, key)}")
+        if t.posthoc_select not in ("none", "balanced_accuracy", "macro_f1"):
+            raise ValueError(
+                "train.posthoc_select must be none, balanced_accuracy or macro_f1, got "
+                f"{t.posthoc_select!r}"
+            )
         if t.monitor not in MONITORS:
             raise ValueError(f"train.monitor {t.monitor!r} unknown; choose one of {list(MONITORS)}")
         for key in _POSITIVE_MODEL_KEYS:  # model.dim=0 would fail deep inside torch

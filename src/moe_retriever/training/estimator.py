@@ -474,7 +474,29 @@ class MoERetrieverClassifier:
         self.device_ = torch.device("cuda" if _use_cuda(cfg) else "cpu")
         self.class_log_prior_: Tensor | None = log_prior
         self.extra_members_: list[MoERetrieverClassifier] = []
+        self.posthoc_tau_ = float(cfg.train.posthoc_adjust)
+        if cfg.train.posthoc_select != "none":
+            if has_val:
+                self.posthoc_tau_ = self._select_tau(val, cfg.train.posthoc_select)
+                _say(
+                    f"post-hoc tau {self.posthoc_tau_:g} chosen on validation for "
+                    f"{cfg.train.posthoc_select} (train.posthoc_select)"
+                )
+            else:
+                _say("train.posthoc_select: no validation part, tau stays train.posthoc_adjust")
         return self
+
+    def _select_tau(self, val: MultimodalData, metric: str) -> float:
+        """The post-hoc tau maximising ``metric`` on the validation part (raw predictions
+        adjusted by each tau of :data:`~moe_retriever.training.decision.TAU_GRID`)."""
+        from moe_retriever.training.decision import choose_tau
+
+        assert self.class_log_prior_ is not None
+        self.posthoc_tau_ = 0.0  # raw probabilities
+        log_p = np.log(np.clip(self._predict_proba_one(val).astype(np.float64), 1e-12, None))
+        y = self._label_index(val)
+        assert y is not None
+        return choose_tau(y.numpy(), log_p, self.class_log_prior_.numpy(), metric)
 
     def _fit_ensemble(
         self,
@@ -611,7 +633,8 @@ class MoERetrieverClassifier:
         """The logits predictions are made from: post-hoc adjusted by ``train.posthoc_adjust``
         with the training split's class prior."""
         logits = self._forward(model, batch).logits.float()
-        return adjust_logits(logits, self.class_log_prior_, -self.config_.train.posthoc_adjust)
+        tau = getattr(self, "posthoc_tau_", self.config_.train.posthoc_adjust)
+        return adjust_logits(logits, self.class_log_prior_, -tau)
 
     def _predict_proba_one(self, data: MultimodalData) -> np.ndarray:
         parts = self._run(data, lambda m, b: torch.softmax(self._predict_logits(m, b), 1).cpu())
@@ -773,6 +796,7 @@ class MoERetrieverClassifier:
             "class_log_prior": (
                 None if self.class_log_prior_ is None else self.class_log_prior_.tolist()
             ),
+            "posthoc_tau": getattr(self, "posthoc_tau_", self.config_.train.posthoc_adjust),
         }
         (path / "estimator.json").write_text(json.dumps(meta, indent=2, default=float))
         (path / "preprocessor.json").write_text(json.dumps(self.preprocessor_.to_dict()))
@@ -838,6 +862,8 @@ class MoERetrieverClassifier:
         est.pool_size_ = n
         prior = meta.get("class_log_prior")  # absent in saves from before logit adjustment
         est.class_log_prior_ = None if prior is None else torch.tensor(prior, dtype=torch.float32)
+        # absent in saves from before train.posthoc_select: the config's tau
+        est.posthoc_tau_ = float(meta.get("posthoc_tau", cfg.train.posthoc_adjust))
         est.device_ = (
             torch.device(device) if device else torch.device("cuda" if _use_cuda(cfg) else "cpu")
         )
