@@ -488,14 +488,17 @@ class MoERetrieverClassifier:
 
     def _select_tau(self, val: MultimodalData, metric: str) -> float:
         """The post-hoc tau maximising ``metric`` on the validation part (raw predictions
-        adjusted by each tau of :data:`~moe_retriever.training.decision.TAU_GRID`)."""
+        adjusted by each tau of :data:`~moe_retriever.training.decision.TAU_GRID`); the fixed
+        ``posthoc_adjust`` when the validation labels hold a class training did not."""
         from moe_retriever.training.decision import choose_tau
 
-        assert self.class_log_prior_ is not None
+        fixed = float(self.config_.train.posthoc_adjust)
+        y = self._label_index(val)
+        if y is None or self.class_log_prior_ is None:
+            _say("train.posthoc_select: validation holds a class training has not; tau stays")
+            return fixed
         self.posthoc_tau_ = 0.0  # raw probabilities
         log_p = np.log(np.clip(self._predict_proba_one(val).astype(np.float64), 1e-12, None))
-        y = self._label_index(val)
-        assert y is not None
         return choose_tau(y.numpy(), log_p, self.class_log_prior_.numpy(), metric)
 
     def _fit_ensemble(
@@ -630,8 +633,9 @@ class MoERetrieverClassifier:
         return (total / (1 + len(extra))).astype(np.float32)
 
     def _predict_logits(self, model: Any, batch: dict[str, Any]) -> Tensor:
-        """The logits predictions are made from: post-hoc adjusted by ``train.posthoc_adjust``
-        with the training split's class prior."""
+        """The logits predictions are made from: post-hoc adjusted by ``posthoc_tau_``
+        (``train.posthoc_adjust``, or the tau ``train.posthoc_select`` chose) with the training
+        split's class prior."""
         logits = self._forward(model, batch).logits.float()
         tau = getattr(self, "posthoc_tau_", self.config_.train.posthoc_adjust)
         return adjust_logits(logits, self.class_log_prior_, -tau)
