@@ -3,6 +3,7 @@ reports (moe_retriever.training.decision), used for predictions, saved and loade
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from moe_retriever.data.core import MultimodalData
 from moe_retriever.training.config import TrainConfig
-from moe_retriever.training.decision import TAU_GRID, adjusted_proba, choose_tau
+from moe_retriever.training.decision import SELECT_METRICS, TAU_GRID, adjusted_proba, choose_tau
 from moe_retriever.training.estimator import MoERetrieverClassifier
 from moe_retriever.training.module import adjust_logits
 
@@ -48,6 +49,13 @@ def test_an_unknown_select_metric_is_refused(tiny: dict) -> None:
     tiny["train"]["posthoc_select"] = "auroc"
     with pytest.raises(ValueError, match="posthoc_select"):
         TrainConfig.from_dict(tiny).validate()
+    cfg = TrainConfig()  # set on the object: coercion is skipped, validate() refuses it
+    cfg.train.posthoc_select = "auroc"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="none, balanced_accuracy, macro_f1"):
+        cfg.validate()
+    # the config's Literal and the rule's metrics are the same list
+    hint = typing.get_type_hints(type(cfg.train))["posthoc_select"]
+    assert typing.get_args(hint) == ("none", *SELECT_METRICS)
 
 
 def test_fit_chooses_tau_on_validation_and_predicts_with_it(

@@ -38,6 +38,7 @@ from moe_retriever.architecture import ModelConfig
 from moe_retriever.options import build_dataclass as _build_dataclass
 from moe_retriever.options import coerce as _coerce
 from moe_retriever.presets import Parts, resolve_parts
+from moe_retriever.training.decision import SELECT_METRICS
 
 #: metrics the best epoch can be chosen on; ``val_loss`` is minimised, the others maximised
 MONITORS: tuple[str, ...] = (
@@ -245,9 +246,9 @@ class TrainConfig:
         for key in ("logit_adjust", "posthoc_adjust"):
             if getattr(t, key) < 0:
                 raise ValueError(f"train.{key} must be >= 0, got {getattr(t, key)}")
-        if t.posthoc_select not in ("none", "balanced_accuracy", "macro_f1"):
+        if t.posthoc_select not in ("none", *SELECT_METRICS):
             raise ValueError(
-                "train.posthoc_select must be none, balanced_accuracy or macro_f1, got "
+                f"train.posthoc_select must be one of none, {', '.join(SELECT_METRICS)}, got "
                 f"{t.posthoc_select!r}"
             )
         if t.monitor not in MONITORS:
