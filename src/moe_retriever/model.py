@@ -372,8 +372,8 @@ class MultimodalClassifier(nn.Module):
 
     def _hide_probability(self, observed: Tensor) -> Tensor:
         """(M,) probability of hiding an observed entry of each modality in training:
-        ``retrieval_dropout``, capped by the pool's missing share of the modality when
-        ``retrieval_dropout_match`` is on."""
+        ``retrieval_dropout``, capped by the pool's missing share of the modality
+        (``retrieval_dropout_match: modality``) or of all its entries (``pool``)."""
         p = torch.full((len(self.modalities),), float(self.config.retrieval_dropout))
         match = self.match_mode
         if match != "off" and observed.shape[0] > 0:

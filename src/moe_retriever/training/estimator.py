@@ -497,8 +497,8 @@ class MoERetrieverClassifier:
         if y is None or self.class_log_prior_ is None:
             _say("train.posthoc_select: validation holds a class training has not; tau stays")
             return fixed
-        self.posthoc_tau_ = 0.0  # raw probabilities
-        log_p = np.log(np.clip(self._predict_proba_one(val).astype(np.float64), 1e-12, None))
+        raw = self._predict_proba_one(val, tau=0.0)
+        log_p = np.log(np.clip(raw.astype(np.float64), 1e-12, None))
         return choose_tau(y.numpy(), log_p, self.class_log_prior_.numpy(), metric)
 
     def _fit_ensemble(
@@ -632,16 +632,21 @@ class MoERetrieverClassifier:
             total += member.predict_proba(data)
         return (total / (1 + len(extra))).astype(np.float32)
 
-    def _predict_logits(self, model: Any, batch: dict[str, Any]) -> Tensor:
-        """The logits predictions are made from: post-hoc adjusted by ``posthoc_tau_``
-        (``train.posthoc_adjust``, or the tau ``train.posthoc_select`` chose) with the training
-        split's class prior."""
+    def _predict_logits(
+        self, model: Any, batch: dict[str, Any], tau: float | None = None
+    ) -> Tensor:
+        """The logits predictions are made from: post-hoc adjusted by ``tau`` (default
+        ``posthoc_tau_``: ``train.posthoc_adjust``, or the tau ``train.posthoc_select`` chose)
+        with the training split's class prior."""
         logits = self._forward(model, batch).logits.float()
-        tau = getattr(self, "posthoc_tau_", self.config_.train.posthoc_adjust)
+        if tau is None:
+            tau = getattr(self, "posthoc_tau_", self.config_.train.posthoc_adjust)
         return adjust_logits(logits, self.class_log_prior_, -tau)
 
-    def _predict_proba_one(self, data: MultimodalData) -> np.ndarray:
-        parts = self._run(data, lambda m, b: torch.softmax(self._predict_logits(m, b), 1).cpu())
+    def _predict_proba_one(self, data: MultimodalData, tau: float | None = None) -> np.ndarray:
+        parts = self._run(
+            data, lambda m, b: torch.softmax(self._predict_logits(m, b, tau), 1).cpu()
+        )
         if not parts:
             return np.zeros((0, len(self.classes_)), dtype=np.float32)
         return torch.cat(parts).numpy()
