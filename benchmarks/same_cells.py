@@ -1,7 +1,7 @@
 """Are two benchmark folders' cells the same, value for value? (timings left out)
 
 Checks a claim such as "the new default is the old one bit for bit at +50 %": for every
-(seed, metric) that both folders hold for the named methods at the named rate, the values must
+(seed, fold, metric) that both folders hold for the named methods at the named rate, the values must
 be equal; wall times (metrics whose name contains ``seconds``) differ run to run and are left
 out. Prints the number of values compared and the largest absolute difference, and exits 1 when
 it is above ``--tolerance`` (default 0: bit for bit) or when nothing could be compared.
@@ -23,14 +23,27 @@ from typing import Any
 import pandas as pd
 
 
+def _frame(folder: Path) -> pd.DataFrame:
+    """A folder's long rows, read as pair_folders.py reads them (results.json, results.csv or
+    an interrupted run's cells), with a ``fold`` column (0 where the rows have none)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from pair_folders import pool
+    finally:
+        sys.path.pop(0)
+    df = pd.DataFrame(pool([folder])[0])
+    if "fold" not in df:
+        df["fold"] = 0
+    return df.fillna({"fold": 0})
+
+
 def compare(
     new: Path, old: Path, method: str, old_method: str | None, rate: float
 ) -> dict[str, Any]:
-    a = pd.read_csv(new / "results.csv")
-    b = pd.read_csv(old / "results.csv")
+    a, b = _frame(new), _frame(old)
     a = a[(a.method == method) & (a.missing_rate == rate)]
     b = b[(b.method == (old_method or method)) & (b.missing_rate == rate)]
-    m = a.merge(b, on=["seed", "metric"], suffixes=("_new", "_old"))
+    m = a.merge(b, on=["seed", "fold", "metric"], suffixes=("_new", "_old"))
     m = m[~m.metric.str.contains("seconds")]
     diff = (m.value_new - m.value_old).abs()
     worst = m.loc[diff.idxmax()] if len(m) else None

@@ -8,8 +8,9 @@ import pandas as pd
 
 
 def _folder(tmp: Path, name: str, method: str, shift: float = 0.0, seconds: float = 1.0) -> Path:
+    """results.csv rows in the benchmark's long format (no fold column, as older folders)."""
     rows = [
-        {"method": method, "missing_rate": 0.5, "seed": s, "metric": m, "value": v}
+        {"dataset": "d", "method": method, "missing_rate": 0.5, "seed": s, "metric": m, "value": v}
         for s in range(3)
         for m, v in (("macro_f1", 0.6 + s / 100 + shift), ("auroc", 0.7), ("fit_seconds", seconds))
     ]
@@ -39,3 +40,36 @@ def test_a_changed_value_or_nothing_in_common_fails(tmp_path: Path, capsys, benc
     assert script.main(ok) == 0
     assert script.main([str(new), str(old), "--method", "m", "--rate", "0"]) == 1
     assert script.main([str(new), str(old), "--method", "other", "--rate", "0.5"]) == 1
+
+
+def test_an_interrupted_run_is_read_from_its_cells_and_folds_are_kept_apart(
+    tmp_path: Path, bench_script
+) -> None:
+    """NEW has no results table, only finished cells (as pair_folders.py reads them); OLD's
+    second fold differs, so pairing on seed alone would have mixed the folds."""
+    import json
+
+    rows = [
+        {
+            "dataset": "d",
+            "method": "m",
+            "missing_rate": 0.5,
+            "seed": 0,
+            "fold": f,
+            "metric": "macro_f1",
+            "value": 0.6 + f / 10,
+        }
+        for f in (0, 1)
+    ]
+    new = tmp_path / "new" / "cells"
+    new.mkdir(parents=True)
+    (new / "rate=0.5__seed=0__m.json").write_text(json.dumps({"rows": rows}))
+    old = tmp_path / "old"
+    old.mkdir()
+    pd.DataFrame(rows).to_csv(old / "results.csv", index=False)
+    script = bench_script("same_cells")
+    res = script.compare(tmp_path / "new", old, "m", None, 0.5)
+    assert res["n_values"] == 2 and res["max_abs_diff"] == 0.0
+    rows[1]["value"] += 0.01
+    pd.DataFrame(rows).to_csv(old / "results.csv", index=False)
+    assert script.main([str(tmp_path / "new"), str(old), "--method", "m", "--rate", "0.5"]) == 1
