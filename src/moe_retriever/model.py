@@ -282,6 +282,9 @@ class MultimodalClassifier(nn.Module):
         self.register_buffer(
             "hide_probability", torch.full((M,), float(config.retrieval_dropout)), persistent=False
         )
+        #: whether any modality can be hidden (a Python bool, so a step that has nothing to
+        #: hide, e.g. ``retrieval_dropout_match: pool`` on a complete pool, skips the draw)
+        self._may_hide = config.retrieval_dropout > 0
         if config.retrieval_dropout > 0 and self.completion.learns:
             self.hide_generator = torch.Generator(device="cpu")
             self.hide_generator.manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
@@ -369,6 +372,7 @@ class MultimodalClassifier(nn.Module):
         self.pool._buffers["observed"] = obs.to(dev)
         self.pool.view = None
         self.hide_probability = self._hide_probability(obs)
+        self._may_hide = bool((self.hide_probability > 0).any())
 
     def _hide_probability(self, observed: Tensor) -> Tensor:
         """(M,) probability of hiding an observed entry of each modality in training:
@@ -580,13 +584,14 @@ class MultimodalClassifier(nn.Module):
 
     def _draw_hidden(self, observed: Tensor) -> Tensor | None:
         """(B, M) bool: observed entries to hide for retrieval self-supervision, or None when
-        it is off (evaluation, ``retrieval_dropout`` 0, or a completion that does not learn).
+        it is off (evaluation, ``retrieval_dropout`` 0, a completion that does not learn, or a
+        hiding probability of 0 for every modality).
         Each observed entry of a sample with >= 2 observed is hidden with probability
         ``hide_probability`` of its modality (``retrieval_dropout``, or less with
         ``retrieval_dropout_match``); if all of a sample's entries were drawn, its entry with
         the largest uniform stays observed."""
         gen = self.hide_generator
-        if not self.training or gen is None:
+        if not self.training or gen is None or not self._may_hide:
             return None
         u = torch.rand(observed.shape, generator=gen).to(observed.device)
         eligible = observed & (observed.sum(dim=1, keepdim=True) >= 2)
